@@ -1,0 +1,61 @@
+//! `keepers bench backbone`: backbone forward time per 224x224 image and peak memory.
+//! Prints figures; compare with `scripts/bench_pytorch.py` run on the same machine.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::model::imagenet::load_lite0;
+use crate::model::weights::WeightsFile;
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets the peak-RSS counter (Linux >= 4.0); harmless elsewhere.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn backbone(reps: usize) -> anyhow::Result<ExitCode> {
+    let reps = reps.max(1);
+    let (device, desc) = crate::device::best_device();
+    let net = load_lite0(&WeightsFile::EfficientNetLite0.path(), DType::F32, &device)?;
+    let size = net.config().image_size;
+    let folded = net.fold(DType::F32)?;
+    println!("EfficientNet-Lite0 forward, {size}x{size}, f32, {desc}");
+    println!("{:<26} {:>6} {:>12} {:>12} {:>14}", "path", "batch", "ms/batch", "ms/image", "peak RSS MiB");
+    for batch in [1usize, 16] {
+        let x = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?.to_device(&device)?;
+        for (name, fast) in [("folded (inference)", true), ("forward_t(train=false)", false)] {
+            reset_peak_rss();
+            let run = || -> candle_core::Result<()> {
+                let f = if fast { folded.features(&x)? } else { net.features_t(&x, false)? };
+                device.synchronize()?;
+                drop(f);
+                Ok(())
+            };
+            run()?; // warm-up
+            let times: Vec<f64> = (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    run().map(|_| t.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<candle_core::Result<_>>()?;
+            let ms = median(times);
+            let peak = peak_rss_mib().map_or("n/a".to_string(), |m| format!("{m:.0}"));
+            println!("{name:<26} {batch:>6} {ms:>12.1} {:>12.2} {peak:>14}", ms / batch as f64);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,59 @@
+//! The `keepers` command line (clap). Each subcommand lives in its own file and handles its
+//! errors once, at this edge, with `anyhow` context naming the file involved.
+
+mod bench;
+mod classify;
+mod info;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "keepers", version, about = "Photo culling with multi-patch aesthetic and quality networks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the top-5 ImageNet classes of each photo (files or folders).
+    Classify {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Number of classes to print per photo.
+        #[arg(short, long, default_value_t = 5)]
+        top: usize,
+    },
+    /// Version, compute device, threads and the status of each weights file.
+    Info,
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Backbone forward time per 224x224 image at batch 1 and 16, with peak memory.
+    Backbone {
+        /// Timed repetitions per batch size (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Some(Command::Classify { paths, top }) => classify::run(&paths, top),
+        Some(Command::Info) => info::run(),
+        Some(Command::Bench { what: BenchWhat::Backbone { reps } }) => bench::backbone(reps),
+        None => {
+            eprintln!("The desktop app is not built yet; try `keepers classify assets/samples` or `keepers --help`.");
+            Ok(std::process::ExitCode::from(2))
+        }
+    }
+}

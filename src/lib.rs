@@ -1,0 +1,12 @@
+//! Keepers: photo culling with multi-patch aesthetic and quality networks.
+//!
+//! - [`model`]: networks, layers, weights (candle).
+//! - [`train`]: training procedures and gradient checks.
+//! - [`library`]: the photographer's files: decoding (later: albums, caches, sidecars).
+//! - [`cli`]: the `keepers` command line.
+
+pub mod cli;
+pub mod device;
+pub mod library;
+pub mod model;
+pub mod train;

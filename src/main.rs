@@ -1,0 +1,14 @@
+//! The `keepers` binary: command line now, the desktop app with no subcommand (later).
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = keepers::cli::Cli::parse();
+    match keepers::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
