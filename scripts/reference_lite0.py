@@ -281,6 +281,8 @@ def main():
                     help="run the network in float32 instead of float64 (for comparison)")
     ap.add_argument("--table", help="write a plain-text top-k table to this file")
     ap.add_argument("--outputs-json", help="write top-k indices/probabilities per input")
+    ap.add_argument("--fixture", help="write all 1000 probabilities per input (8 decimals) as the "
+                                      "test fixture tests/data/lite0_reference.json")
     args = ap.parse_args()
 
     if bool(args.images) == bool(args.input_raw):
@@ -344,6 +346,16 @@ def main():
                 fh.write(f"{rel(path)}\n")
                 for i, n, p in top:
                     fh.write(f"  {i:4d}  {p:.6f}  {n}\n")
+    if args.fixture:
+        doc = {
+            "command": cmd,
+            "arithmetic": "float32" if args.float32 else "float64",
+            "results": [{"file": rel(path), "probs": [round(float(p), 8) for p in probs]}
+                        for path, _, _, probs in results],
+        }
+        with open(args.fixture, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+            fh.write("\n")
     if args.outputs_json:
         doc = {
             "command": cmd,

@@ -24,7 +24,7 @@ use candle_nn::{Linear, VarBuilder};
 
 use super::batchnorm::BatchNorm;
 use super::depthwise::{DwGeometry, depthwise_conv, depthwise_conv_bias};
-use super::padding::SamePadding;
+use super::padding::{SamePadding, conv2d_same};
 
 /// One stage of MBConv blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,11 +131,7 @@ fn relu6(x: &Tensor) -> Result<Tensor> {
 
 /// Stem: 3x3 stride-2 convolution on the NCHW input with TF SAME padding, returned NHWC.
 fn stem_conv(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (_, _, h, wd) = x.dims4()?;
-    let k = w.dim(2)?;
-    let p = SamePadding::new(h, wd, k, 2);
-    let xp = x.pad_with_zeros(2, p.top, p.bottom)?.pad_with_zeros(3, p.left, p.right)?;
-    xp.conv2d(w, 0, 2, 1, 1)?.permute((0, 2, 3, 1))
+    conv2d_same(x, w, 2)?.permute((0, 2, 3, 1))
 }
 
 #[derive(Debug, Clone)]

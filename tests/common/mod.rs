@@ -1,0 +1,37 @@
+//! Shared test helpers: a seeded generator (candle's CPU rng cannot be seeded).
+#![allow(dead_code)]
+
+use candle_core::{Device, Result, Shape, Tensor};
+
+/// xorshift64* -> uniform and Box-Muller normal values, deterministic from `seed`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    pub fn randn<S: Into<Shape>>(&mut self, shape: S, std: f64) -> Result<Tensor> {
+        let shape = shape.into();
+        let v: Vec<f64> = (0..shape.elem_count()).map(|_| self.normal() * std).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+
+    pub fn uniform_tensor<S: Into<Shape>>(&mut self, shape: S, lo: f64, hi: f64) -> Result<Tensor> {
+        let shape = shape.into();
+        let v: Vec<f64> = (0..shape.elem_count()).map(|_| lo + (hi - lo) * self.uniform()).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+}

@@ -1,0 +1,197 @@
+//! f64 finite-difference checks of every trainable piece of the backbone: the direct
+//! depthwise convolution, the TF SAME padding rule, BatchNorm in training mode, and a
+//! 2-block EfficientNet-Lite with random weights (every parameter).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use common::Rng;
+use keepers::model::batchnorm::BatchNorm;
+use keepers::model::depthwise::{DwGeometry, depthwise_conv};
+use keepers::model::efficientnet_lite::{EfficientNetLite, LiteConfig, StageConfig};
+use keepers::model::padding::{SamePadding, conv2d_same};
+use keepers::train::gradcheck::check_gradients;
+
+const EPS: f64 = 1e-6;
+const TOL: f64 = 1e-6;
+
+/// `sum(y * r)` for a fixed random `r`, so every output element has its own weight.
+fn weighted_sum(y: &Tensor, r: &Tensor) -> candle_core::Result<Tensor> {
+    (y * r)?.sum_all()
+}
+
+#[test]
+fn depthwise_conv_gradients() -> candle_core::Result<()> {
+    let mut rng = Rng::new(1);
+    // (kernel, stride, H, W): odd and even sizes, so SAME padding is symmetric and asymmetric.
+    for &(k, s, h, w) in &[(3, 1, 6, 5), (3, 2, 8, 8), (5, 2, 9, 6), (5, 1, 5, 7), (3, 2, 7, 7)] {
+        let geom = DwGeometry { kernel: k, stride: s, pad: SamePadding::new(h, w, k, s) };
+        let (oh, ow) = geom.out_hw(h, w);
+        let x = Var::from_tensor(&rng.randn((2, h, w, 3), 1.0)?)?;
+        let wt = Var::from_tensor(&rng.randn((k, k, 3), 1.0)?)?;
+        let r = rng.randn((2, oh, ow, 3), 1.0)?;
+        let rep = check_gradients(&[&x, &wt], || weighted_sum(&depthwise_conv(&x, &wt, geom)?, &r), EPS, 10_000)?;
+        assert!(rep.max_scaled_err < TOL, "k{k} s{s} {h}x{w}: {rep:?}");
+        assert!(rep.max_numeric > 0.1);
+    }
+    Ok(())
+}
+
+#[test]
+fn same_padding_conv_gradients_and_values() -> candle_core::Result<()> {
+    let mut rng = Rng::new(2);
+    for &(h, w, k, s) in &[(8, 8, 3, 2), (7, 6, 3, 2), (9, 9, 5, 2), (6, 6, 3, 1)] {
+        let x = Var::from_tensor(&rng.randn((2, 3, h, w), 1.0)?)?;
+        let wt = Var::from_tensor(&rng.randn((4, 3, k, k), 1.0)?)?;
+        let y = conv2d_same(&x, &wt, s)?;
+        assert_eq!(y.dims(), &[2, 4, h.div_ceil(s), w.div_ceil(s)]);
+        // Value check against a direct loop with the TF rule's padding.
+        let p = SamePadding::new(h, w, k, s);
+        let xs: Vec<f64> = x.flatten_all()?.to_vec1()?;
+        let ws: Vec<f64> = wt.flatten_all()?.to_vec1()?;
+        let ys: Vec<f64> = y.flatten_all()?.to_vec1()?;
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        for n in 0..2 {
+            for o in 0..4 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0.0;
+                        for c in 0..3 {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * s + ky) as isize - p.top as isize;
+                                    let ix = (ox * s + kx) as isize - p.left as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    acc += xs[((n * 3 + c) * h + iy as usize) * w + ix as usize] * ws[((o * 3 + c) * k + ky) * k + kx];
+                                }
+                            }
+                        }
+                        let got = ys[((n * 4 + o) * oh + oy) * ow + ox];
+                        assert!((got - acc).abs() < 1e-10, "{h}x{w} k{k} s{s} at {n},{o},{oy},{ox}: {got} vs {acc}");
+                    }
+                }
+            }
+        }
+        let r = rng.randn(y.shape(), 1.0)?;
+        let rep = check_gradients(&[&x, &wt], || weighted_sum(&conv2d_same(&x, &wt, s)?, &r), EPS, 10_000)?;
+        assert!(rep.max_scaled_err < TOL, "{h}x{w} k{k} s{s}: {rep:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn batchnorm_training_gradients_and_running_stats() -> candle_core::Result<()> {
+    let mut rng = Rng::new(3);
+    let c = 4;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let bn = BatchNorm::new(c, 1e-3, 0.1, vb)?;
+    // Random affine parameters so the check is not at gamma = 1, beta = 0.
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        if name == "weight" || name == "bias" {
+            var.set(&rng.randn(c, 1.0)?)?;
+        }
+    }
+    let x = Var::from_tensor(&(rng.randn((2, 3, 5, c), 2.0)? + 0.5)?)?;
+    let r = rng.randn((2, 3, 5, c), 1.0)?;
+    let params: Vec<Var> = {
+        let d = varmap.data().lock().unwrap();
+        vec![d["weight"].clone(), d["bias"].clone()]
+    };
+    let rep = check_gradients(&[&x, &params[0], &params[1]], || weighted_sum(&bn.forward_t(&x, true)?, &r), EPS, 10_000)?;
+    assert!(rep.max_scaled_err < TOL, "{rep:?}");
+
+    // Running statistics after exactly one training step from (0, 1), computed by hand.
+    let bn = BatchNorm::new(c, 1e-3, 0.1, VarBuilder::from_varmap(&VarMap::new(), DType::F64, &Device::Cpu))?;
+    bn.forward_t(&x, true)?;
+    let xs: Vec<f64> = x.flatten_all()?.to_vec1()?;
+    let m = xs.len() / c;
+    let rm: Vec<f64> = bn.running_mean().to_vec1()?;
+    let rv: Vec<f64> = bn.running_var().to_vec1()?;
+    for ch in 0..c {
+        let vals: Vec<f64> = xs.iter().skip(ch).step_by(c).copied().collect();
+        let mean = vals.iter().sum::<f64>() / m as f64;
+        let unbiased = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1) as f64;
+        assert!((rm[ch] - 0.1 * mean).abs() < 1e-12, "running mean {ch}");
+        assert!((rv[ch] - (0.9 + 0.1 * unbiased)).abs() < 1e-12, "running var {ch}");
+    }
+    // Evaluation mode uses the running statistics.
+    let y = bn.forward_t(&x, false)?;
+    let ys: Vec<f64> = y.flatten_all()?.to_vec1()?;
+    for (i, (&xv, &yv)) in xs.iter().zip(&ys).enumerate() {
+        let ch = i % c;
+        let want = (xv - rm[ch]) / (rv[ch] + 1e-3).sqrt();
+        assert!((yv - want).abs() < 1e-12);
+    }
+    Ok(())
+}
+
+fn two_block_config() -> LiteConfig {
+    LiteConfig {
+        stem_channels: 6,
+        stages: vec![
+            // identity-residual block without expansion, like Lite0's first block
+            StageConfig { kernel: 3, stride: 1, expand: 1, out_channels: 6, repeats: 1 },
+            // expanded stride-2 5x5 block
+            StageConfig { kernel: 5, stride: 2, expand: 3, out_channels: 5, repeats: 1 },
+        ],
+        head_channels: 7,
+        num_classes: Some(4),
+        bn_eps: 1e-3,
+        bn_momentum: 0.01,
+        image_size: 15,
+    }
+}
+
+#[test]
+fn two_block_lite_every_parameter_gradient() -> candle_core::Result<()> {
+    let mut rng = Rng::new(4);
+    let cfg = two_block_config();
+    let varmap = VarMap::new();
+    let net = EfficientNetLite::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu))?;
+    // Seeded random values for every parameter (and positive running variances).
+    let mut vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, var) in &vars {
+        let t = if name.ends_with("running_var") {
+            rng.uniform_tensor(var.shape(), 0.5, 1.5)?
+        } else if name.ends_with("bn0.weight") || name.ends_with("bn1.weight") || name.ends_with("bn2.weight") {
+            (rng.randn(var.shape(), 0.3)? + 1.0)?
+        } else {
+            rng.randn(var.shape(), 0.5)?
+        };
+        var.set(&t)?;
+    }
+    let trainable: Vec<&Var> = vars.iter().filter(|(n, _)| !n.contains("running_")).map(|(_, v)| v).collect();
+    // stem + bn (3); block without expand: dw, bn1, project, bn2 (6); block with expand: +conv, bn0 (9);
+    // head + bn (3); fc weight and bias (2).
+    assert_eq!(trainable.len(), 3 + 6 + 9 + 3 + 2);
+    let x = rng.randn((3, 3, 15, 15), 1.0)?;
+    let r = rng.randn((3, 4), 1.0)?;
+    let rep = check_gradients(&trainable, || weighted_sum(&net.forward_t(&x, true)?, &r), 1e-6, 24)?;
+    assert!(rep.max_scaled_err < 1e-5, "{rep:?}");
+    assert!(rep.checked > 200);
+    // Evaluation mode is differentiable too (fine-tuning with frozen statistics).
+    let rep = check_gradients(&trainable, || weighted_sum(&net.forward_t(&x, false)?, &r), 1e-6, 8)?;
+    assert!(rep.max_scaled_err < 1e-5, "{rep:?}");
+    Ok(())
+}
+
+/// The checker itself fails a wrong gradient: candle's `softmax_last_dim` passes none.
+#[test]
+fn checker_catches_a_missing_gradient() -> candle_core::Result<()> {
+    let mut rng = Rng::new(5);
+    let x = Var::from_tensor(&rng.randn((2, 5), 1.0)?)?;
+    let r = rng.randn((2, 5), 1.0)?;
+    let broken = check_gradients(&[&x], || weighted_sum(&candle_nn::ops::softmax_last_dim(&x)?, &r), EPS, 100);
+    // Either candle refuses the backward pass or the gradient it returns is wrong.
+    if let Ok(rep) = broken {
+        assert!(rep.max_abs_err > 1e-2, "a missing gradient went unnoticed: {rep:?}");
+    }
+    let good = check_gradients(&[&x], || weighted_sum(&candle_nn::ops::softmax(&x, 1)?, &r), EPS, 100)?;
+    assert!(good.max_scaled_err < TOL, "{good:?}");
+    Ok(())
+}
