@@ -25,6 +25,7 @@ use candle_nn::{Linear, VarBuilder};
 use super::batchnorm::BatchNorm;
 use super::depthwise::{DwGeometry, depthwise_conv, depthwise_conv_bias};
 use super::padding::{SamePadding, conv2d_same};
+use super::pointwise::stem_conv_bias;
 
 /// One stage of MBConv blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +268,9 @@ impl EfficientNetLite {
             Ok((w.reshape((cout, cin))?.t()?.contiguous()?, b))
         };
         let (stem_w, stem_b) = fold_conv(&self.stem, &self.bn0)?;
+        // (O, C, K, K) -> (K*K*C, O), rows ordered (ky, kx, c) for the im2col stem.
+        let (o, c, k, _) = stem_w.dims4()?;
+        let stem_w = stem_w.permute((2, 3, 1, 0))?.reshape((k * k * c, o))?.contiguous()?;
         let blocks = self
             .blocks
             .iter()
@@ -284,7 +288,7 @@ impl EfficientNetLite {
             Some(fc) => Some((fc.weight().to_dtype(dtype)?.t()?.contiguous()?, fc.bias().map(|b| b.to_dtype(dtype)).transpose()?)),
             None => None,
         };
-        Ok(FoldedLite { stem_w, stem_b, blocks, head_w, head_b, fc })
+        Ok(FoldedLite { stem_kernel: k, stem_w, stem_b, blocks, head_w, head_b, fc })
     }
 }
 
@@ -303,6 +307,8 @@ struct FoldedBlock {
 /// Inference-only Lite backbone with BatchNorm folded in (see module docs).
 #[derive(Debug, Clone)]
 pub struct FoldedLite {
+    stem_kernel: usize,
+    /// `(K*K*3, stem channels)`.
     stem_w: Tensor,
     stem_b: Tensor,
     blocks: Vec<FoldedBlock>,
@@ -311,17 +317,15 @@ pub struct FoldedLite {
     fc: Option<(Tensor, Option<Tensor>)>,
 }
 
-/// `(N,H,W,Cin)` x `(Cin,Cout)` + bias, optional ReLU6.
+/// `(N,H,W,Cin)` x `(Cin,Cout)` + bias, optional ReLU6, fused.
 fn pointwise_bias(x: &Tensor, wt: &Tensor, b: &Tensor, act: bool) -> Result<Tensor> {
     let (n, h, w, cin) = x.dims4()?;
-    let y = x.reshape((n * h * w, cin))?.matmul(wt)?.broadcast_add(b)?;
-    let y = if act { relu6(&y)? } else { y };
-    y.reshape((n, h, w, ()))
+    super::pointwise::pointwise_bias(&x.reshape((n * h * w, cin))?, wt, b, act)?.reshape((n, h, w, ()))
 }
 
 impl FoldedLite {
     pub fn features(&self, x: &Tensor) -> Result<Features> {
-        let mut h = relu6(&stem_conv(x, &self.stem_w)?.broadcast_add(&self.stem_b)?)?.contiguous()?;
+        let mut h = stem_conv_bias(x, &self.stem_w, &self.stem_b, self.stem_kernel, 2, true)?;
         for b in &self.blocks {
             let input = h.clone();
             if let Some((w, bias)) = &b.expand {

@@ -10,5 +10,6 @@ pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod imagenet;
 pub mod padding;
+pub mod pointwise;
 pub mod preprocess;
 pub mod weights;

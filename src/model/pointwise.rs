@@ -1,0 +1,179 @@
+//! Fused 1x1 convolution for inference: `y = act(x W + b)` on channels-last rows.
+//!
+//! With BatchNorm folded into `W` and `b`, each 1x1 convolution of the backbone is a matmul
+//! `(N*H*W, Cin) x (Cin, Cout)` followed by a bias and (for expand and head layers) ReLU6.
+//! Done as separate candle ops that is four passes over the largest activations of the
+//! network (matmul, add, max, min), which costs more than the matmul itself at batch 16.
+//! Here the rows are cut into blocks; each block's output is pre-filled with the bias, the
+//! `gemm` crate (the same kernels candle uses) accumulates `x W` into it, and ReLU6 is
+//! applied while the block is still in cache. Blocks run in parallel (rayon), each gemm
+//! single-threaded. Inference only: no backward (training uses `matmul` + candle ops).
+//!
+//! [`StemConvBias`] does the same for the stem's 3x3 stride-2 convolution: each block of
+//! output pixels is gathered into an im2col block (`rows x 27`, TF SAME zero padding) from
+//! the NCHW image and multiplied in place, giving channels-last output directly.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+use super::padding::SamePadding;
+use rayon::prelude::*;
+
+/// Rows per block: enough to amortise packing `W`, small enough to stay in L2.
+const BLOCK_ROWS: usize = 96;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PointwiseBias {
+    pub relu6: bool,
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("pointwise: {what} must be contiguous"),
+    }
+}
+
+impl CustomOp3 for PointwiseBias {
+    fn name(&self) -> &'static str {
+        "pointwise-bias-act"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        if s1.dtype() != DType::F32 || s2.dtype() != DType::F32 || s3.dtype() != DType::F32 {
+            candle_core::bail!("pointwise: f32 only (inference path)");
+        }
+        let (m, k) = l1.shape().dims2()?;
+        let (k2, n) = l2.shape().dims2()?;
+        if k != k2 || l3.shape().dims() != [n] {
+            candle_core::bail!("pointwise: shapes {:?} x {:?} + {:?} do not match", l1.shape(), l2.shape(), l3.shape());
+        }
+        let (x, w, b) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "bias")?);
+        let mut out = vec![0f32; m * n];
+        let relu6 = self.relu6;
+        out.par_chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(blk, o)| {
+            let rows = o.len() / n;
+            gemm_bias_act(&x[blk * BLOCK_ROWS * k..][..rows * k], w, b, relu6, k, o);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `out = act(x W + b)` for one block: `x (rows, k)`, `w (k, n)`, `out (rows, n)`.
+fn gemm_bias_act(x: &[f32], w: &[f32], b: &[f32], relu6: bool, k: usize, out: &mut [f32]) {
+    let n = b.len();
+    let rows = out.len() / n;
+    debug_assert_eq!(x.len(), rows * k);
+    debug_assert_eq!(w.len(), k * n);
+    for row in out.chunks_exact_mut(n) {
+        row.copy_from_slice(b);
+    }
+    // SAFETY: the pointers cover rows x k, k x n and rows x n contiguous row-major f32
+    // matrices (checked above) that outlive the call; `out` does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    if relu6 {
+        for v in out.iter_mut() {
+            *v = v.clamp(0.0, 6.0);
+        }
+    }
+}
+
+/// Stem convolution `(N, C, H, W)` NCHW image -> `(N, OH, OW, O)` channels-last, with TF
+/// SAME padding, bias and optional ReLU6. Weight as `(K*K*C, O)`, rows ordered (ky, kx, c).
+#[derive(Debug, Clone, Copy)]
+pub struct StemConvBias {
+    pub kernel: usize,
+    pub stride: usize,
+    pub relu6: bool,
+}
+
+impl CustomOp3 for StemConvBias {
+    fn name(&self) -> &'static str {
+        "stem-conv-im2col-bias-act"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        if s1.dtype() != DType::F32 || s2.dtype() != DType::F32 || s3.dtype() != DType::F32 {
+            candle_core::bail!("stem conv: f32 only (inference path)");
+        }
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (kk, o) = l2.shape().dims2()?;
+        let (k, s) = (self.kernel, self.stride);
+        if kk != k * k * c || l3.shape().dims() != [o] {
+            candle_core::bail!("stem conv: weight {:?} / bias {:?} do not match {c} channels, kernel {k}", l2.shape(), l3.shape());
+        }
+        let p = SamePadding::new(h, w, k, s);
+        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
+        let (x, wt, b) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "bias")?);
+        let total = n * oh * ow;
+        let mut out = vec![0f32; total * o];
+        let relu6 = self.relu6;
+        out.par_chunks_mut(BLOCK_ROWS * o).enumerate().for_each(|(blk, ob)| {
+            let rows = ob.len() / o;
+            let mut cols = vec![0f32; rows * kk];
+            for (r, col) in cols.chunks_exact_mut(kk).enumerate() {
+                let pix = blk * BLOCK_ROWS + r;
+                let (bi, oy, ox) = (pix / (oh * ow), (pix / ow) % oh, pix % ow);
+                for ky in 0..k {
+                    let iy = (oy * s + ky) as isize - p.top as isize;
+                    for kx in 0..k {
+                        let ix = (ox * s + kx) as isize - p.left as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue; // zero padding: `cols` starts zeroed
+                        }
+                        for ci in 0..c {
+                            col[(ky * k + kx) * c + ci] = x[((bi * c + ci) * h + iy as usize) * w + ix as usize];
+                        }
+                    }
+                }
+            }
+            gemm_bias_act(&cols, wt, b, relu6, kk, ob);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, o))))
+    }
+}
+
+/// `act(x W + b)` for `x (M, K)`, `w (K, N)`, `b (N)`; candle ops on non-CPU devices.
+pub fn pointwise_bias(x: &Tensor, w: &Tensor, b: &Tensor, relu6: bool) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &PointwiseBias { relu6 })
+    } else {
+        let y = x.matmul(w)?.broadcast_add(b)?;
+        if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
+    }
+}
+
+/// Stem convolution of an NCHW image with a `(K*K*C, O)` weight -> NHWC, fused on the CPU.
+pub fn stem_conv_bias(x: &Tensor, w: &Tensor, b: &Tensor, kernel: usize, stride: usize, relu6: bool) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &StemConvBias { kernel, stride, relu6 })
+    } else {
+        let (kk, o) = w.dims2()?;
+        let c = kk / (kernel * kernel);
+        let w_oikk = w.reshape((kernel, kernel, c, o))?.permute((3, 2, 0, 1))?.contiguous()?;
+        let y = super::padding::conv2d_same(x, &w_oikk, stride)?.permute((0, 2, 3, 1))?.broadcast_add(b)?;
+        if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
+    }
+}
