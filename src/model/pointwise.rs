@@ -177,3 +177,50 @@ pub fn stem_conv_bias(x: &Tensor, w: &Tensor, b: &Tensor, kernel: usize, stride:
         if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Matches matmul + bias + clamp, including a last block shorter than `BLOCK_ROWS`.
+    #[test]
+    fn pointwise_matches_unfused() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(m, k, n) in &[(1usize, 3usize, 5usize), (BLOCK_ROWS * 3 + 7, 24, 144), (50, 320, 1280)] {
+            let x = (Tensor::randn(0f32, 1.0, (m, k), &dev)? * 3.0)?;
+            let w = Tensor::randn(0f32, 1.0, (k, n), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
+            for relu6 in [false, true] {
+                let fused = x.apply_op3_no_bwd(&w, &b, &PointwiseBias { relu6 })?;
+                let mut plain = x.matmul(&w)?.broadcast_add(&b)?;
+                if relu6 {
+                    plain = plain.clamp(0f32, 6f32)?;
+                }
+                assert!(max_diff(&fused, &plain) < 1e-3, "{m}x{k}x{n} relu6={relu6}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Matches padded conv2d + bias + ReLU6 + permute, on odd and even sizes.
+    #[test]
+    fn stem_matches_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(h, w) in &[(224usize, 224usize), (33, 20), (7, 9)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev)?;
+            let w_oikk = Tensor::randn(0f32, 1.0, (8, 3, 3, 3), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, 8, &dev)?;
+            let w_col = w_oikk.permute((2, 3, 1, 0))?.reshape((27, 8))?.contiguous()?;
+            let fused = x.apply_op3_no_bwd(&w_col, &b, &StemConvBias { kernel: 3, stride: 2, relu6: true })?;
+            let plain = super::super::padding::conv2d_same(&x, &w_oikk, 2)?.permute((0, 2, 3, 1))?.broadcast_add(&b)?.clamp(0f32, 6f32)?;
+            assert_eq!(fused.dims(), plain.dims());
+            assert!(max_diff(&fused, &plain) < 1e-4, "{h}x{w}");
+        }
+        Ok(())
+    }
+}
