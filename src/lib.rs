@@ -3,6 +3,7 @@
 //! - [`model`]: networks, layers, weights (candle).
 //! - [`train`]: training procedures and gradient checks.
 //! - [`library`]: the photographer's files: decoding (later: albums, caches, sidecars).
+//! - [`worker`]: the background worker that owns the models and runs cancellable jobs.
 //! - [`cli`]: the `keepers` command line.
 
 pub mod cli;
@@ -10,3 +11,4 @@ pub mod device;
 pub mod library;
 pub mod model;
 pub mod train;
+pub mod worker;
