@@ -14,7 +14,7 @@
 # Environment: SKIP_BUILD=1, REPS (default 5), BENCH_VENV (default .venv-bench),
 # PYTHON (interpreter used to create the venv, default python3).
 # Timings are disturbed by anything else running (e.g. a cargo build): the script warns
-# when it sees a compiler running or a high load average.
+# when it sees a compiler running or the CPU busy just before a timed run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,16 +58,21 @@ else
 fi
 [[ -x "$KEEPERS" ]] || { echo "bench_backbone.sh: $KEEPERS not found (build it first)" >&2; exit 1; }
 
+# Warns when the CPU is not idle just before a timed run: another process busy over one
+# second (e.g. the other engineer's cargo build), or the hypervisor stealing time.
 busy_check() {
-  local load busy
-  load="$(cut -d' ' -f1 /proc/loadavg)"
-  busy="$(pgrep -x -d, 'rustc|cargo|cc1|cc1plus|ld|lld' || true)"
-  echo "   (load average $load, $(nproc) cores)"
-  if [[ -n "$busy" ]]; then
-    echo "   WARNING: compiler processes running (pids $busy): timings will be disturbed" >&2
-  elif awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
-    echo "   WARNING: load average $load before timing: figures may be disturbed" >&2
-  fi
+  local a b
+  a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+  # fields: cpu user nice system idle iowait irq softirq steal ...
+  awk -v u="$(( b[1]+b[2]+b[3]+b[6]+b[7] - a[1]-a[2]-a[3]-a[6]-a[7] ))" \
+      -v i="$(( b[4]+b[5] - a[4]-a[5] ))" -v s="$(( b[8] - a[8] ))" -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+    t = u + i + s; if (t <= 0) t = 1
+    printf "   (CPU over the last second: busy %.0f%%, steal %.0f%%; load average %s)\n", 100*u/t, 100*s/t, l
+    if (u/t > 0.10 || s/t > 0.05) print "   WARNING: CPU not idle before timing: figures may be disturbed" > "/dev/stderr"
+  }'
+  local busy
+  busy="$(for n in rustc cargo cc1 cc1plus ld lld; do pgrep -x "$n" || true; done | paste -sd, -)"
+  [[ -z "$busy" ]] || echo "   WARNING: compiler processes running (pids $busy): timings will be disturbed" >&2
 }
 
 TMP="$(mktemp -d)"

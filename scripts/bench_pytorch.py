@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -161,7 +162,7 @@ class FeaturesOnly(nn.Module):
 def load_weights(model, path):
     """Strict load: the file's keys must be exactly the model's parameters and BN running
     statistics. The file has no `num_batches_tracked` counters (training-only; dropped by
-    scripts/convert_weights.py), so those, and only those, may be missing."""
+    scripts/convert_weights.py), so those, and only those, may be missing from it."""
     arrays = load_file(path)
     file_keys = set(arrays)
     model_keys = set(model.state_dict())
@@ -173,9 +174,9 @@ def load_weights(model, path):
         raise SystemExit(f"FAIL: weight keys do not match the model\n  missing from file: {missing}\n"
                          f"  unexpected in file: {unexpected}")
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-    result = model.load_state_dict(state, strict=False)  # raises on any shape mismatch
-    if set(result.missing_keys) != counters or result.unexpected_keys:
-        raise SystemExit(f"FAIL: load_state_dict: {result}")
+    # strict=True: BatchNorm fills in a missing num_batches_tracked itself; any other
+    # missing/unexpected key or shape mismatch raises.
+    model.load_state_dict(state, strict=True)
     return len(arrays)
 
 
@@ -302,7 +303,10 @@ def main():
             for b in batches:
                 x = inputs[b].contiguous(memory_format=fmt)
                 try:
-                    with torch.inference_mode():
+                    with torch.inference_mode(), warnings.catch_warnings():
+                        # trace/freeze are deprecated in favour of torch.compile (needs a C
+                        # compiler at run time); the tracer also warns about the static pad sizes
+                        warnings.simplefilter("ignore")
                         frozen = torch.jit.freeze(torch.jit.trace(m, x).eval())
                     # a frozen graph optimises itself over its first runs: give it more warm-up
                     ms = time_forward(frozen, x, max(args.warmup, 3), args.reps)

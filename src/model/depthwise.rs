@@ -69,11 +69,7 @@ fn dims_of(geom: &DwGeometry, x: &Layout, w: &Layout) -> candle_core::Result<Dim
     let (n, h, wd, c) = x.shape().dims4()?;
     let (k1, k2, wc) = w.shape().dims3()?;
     if k1 != geom.kernel || k2 != geom.kernel || wc != c {
-        candle_core::bail!(
-            "depthwise conv: weight {:?} does not match kernel {} and {c} channels",
-            w.shape(),
-            geom.kernel
-        );
+        candle_core::bail!("depthwise conv: weight {:?} does not match kernel {} and {c} channels", w.shape(), geom.kernel);
     }
     if h + geom.pad.top + geom.pad.bottom < geom.kernel || wd + geom.pad.left + geom.pad.right < geom.kernel {
         candle_core::bail!("depthwise conv: input {h}x{wd} smaller than kernel {}", geom.kernel);
@@ -175,14 +171,7 @@ simd_dispatch!(forward_row, forward_row_avx512, forward_row_avx2,
     (x: &[T], wt: &[T], bias: Option<&[T]>, relu6: bool, d: &Dims, g: &DwGeometry, b: usize, oy: usize, out: &mut [T]));
 
 #[allow(clippy::too_many_arguments)]
-fn forward_impl<T: Float + Send + Sync>(
-    x: &[T],
-    wt: &[T],
-    bias: Option<&[T]>,
-    relu6: bool,
-    d: &Dims,
-    g: &DwGeometry,
-) -> Vec<T> {
+fn forward_impl<T: Float + Send + Sync>(x: &[T], wt: &[T], bias: Option<&[T]>, relu6: bool, d: &Dims, g: &DwGeometry) -> Vec<T> {
     let row = d.ow * d.c;
     let mut out = vec![T::zero(); d.n * d.oh * row];
     let isa = isa();
@@ -325,8 +314,12 @@ impl CustomOp2 for DepthwiseConv {
         let d = dims_of(&self.geom, l1, l2)?;
         let shape = Shape::from((d.n, d.oh, d.ow, d.c));
         let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(forward_impl(contiguous::<f32>(s1, l1)?, contiguous::<f32>(s2, l2)?, None, false, &d, &self.geom)),
-            DType::F64 => CpuStorage::F64(forward_impl(contiguous::<f64>(s1, l1)?, contiguous::<f64>(s2, l2)?, None, false, &d, &self.geom)),
+            DType::F32 => {
+                CpuStorage::F32(forward_impl(contiguous::<f32>(s1, l1)?, contiguous::<f32>(s2, l2)?, None, false, &d, &self.geom))
+            }
+            DType::F64 => {
+                CpuStorage::F64(forward_impl(contiguous::<f64>(s1, l1)?, contiguous::<f64>(s2, l2)?, None, false, &d, &self.geom))
+            }
             dt => return Err(unsupported(self.name(), dt)),
         };
         Ok((out, shape))
@@ -435,10 +428,7 @@ impl candle_core::CustomOp3 for DepthwiseConvBias {
 /// Reference path through candle's grouped conv2d (NCHW), used on GPUs where it is fast.
 fn grouped_conv_fallback(x: &Tensor, w: &Tensor, geom: &DwGeometry) -> candle_core::Result<Tensor> {
     let c = x.dim(3)?;
-    let xp = x
-        .permute((0, 3, 1, 2))?
-        .pad_with_zeros(2, geom.pad.top, geom.pad.bottom)?
-        .pad_with_zeros(3, geom.pad.left, geom.pad.right)?;
+    let xp = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, geom.pad.top, geom.pad.bottom)?.pad_with_zeros(3, geom.pad.left, geom.pad.right)?;
     let wk = w.permute((2, 0, 1))?.unsqueeze(1)?.contiguous()?; // (C, 1, K, K)
     xp.conv2d(&wk, 0, geom.stride, 1, c)?.permute((0, 2, 3, 1))?.contiguous()
 }

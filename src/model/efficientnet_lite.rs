@@ -209,12 +209,8 @@ impl EfficientNetLite {
         let (eps, mo) = (cfg.bn_eps, cfg.bn_momentum);
         let stem = conv_weight(&vb, cfg.stem_channels, 3, 3, "_conv_stem.weight")?;
         let bn0 = BatchNorm::new(cfg.stem_channels, eps, mo, vb.pp("_bn0"))?;
-        let blocks = cfg
-            .blocks()
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| MbConv::new(cfg, b, vb.pp("_blocks").pp(i)))
-            .collect::<Result<Vec<_>>>()?;
+        let blocks =
+            cfg.blocks().into_iter().enumerate().map(|(i, b)| MbConv::new(cfg, b, vb.pp("_blocks").pp(i))).collect::<Result<Vec<_>>>()?;
         let last = cfg.stages.last().map_or(cfg.stem_channels, |s| s.out_channels);
         let head = conv_weight(&vb, cfg.head_channels, last, 1, "_conv_head.weight")?;
         let bn1 = BatchNorm::new(cfg.head_channels, eps, mo, vb.pp("_bn1"))?;

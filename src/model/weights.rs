@@ -67,7 +67,9 @@ pub enum WeightsError {
     Missing { path: PathBuf, fix: &'static str },
     #[error("weights file {path} could not be read: {source}; {fix}")]
     Unreadable { path: PathBuf, source: std::io::Error, fix: &'static str },
-    #[error("weights file {path} is not the expected file (sha256 {actual}, expected {expected}); it is corrupt or from another version: {fix}")]
+    #[error(
+        "weights file {path} is not the expected file (sha256 {actual}, expected {expected}); it is corrupt or from another version: {fix}"
+    )]
     Checksum { path: PathBuf, expected: &'static str, actual: String, fix: &'static str },
     #[error("weights file {path} passed its checksum but could not be loaded: {source}")]
     Load { path: PathBuf, source: candle_core::Error },

@@ -44,12 +44,24 @@ pub enum Job {
 /// What a job reports, in order; every job ends with exactly one `Done`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Classified { path: PathBuf, top: Vec<(usize, &'static str, f32)> },
+    Classified {
+        path: PathBuf,
+        top: Vec<(usize, &'static str, f32)>,
+    },
     /// This photo could not be processed; the job goes on.
-    PhotoFailed { path: PathBuf, error: String },
+    PhotoFailed {
+        path: PathBuf,
+        error: String,
+    },
     /// The job could not run at all (e.g. missing weights).
-    JobFailed { error: String },
-    Done { processed: usize, failed: usize, cancelled: bool },
+    JobFailed {
+        error: String,
+    },
+    Done {
+        processed: usize,
+        failed: usize,
+        cancelled: bool,
+    },
 }
 
 /// Handle to the worker thread. Dropping it closes the queue and joins the thread.
