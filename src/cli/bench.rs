@@ -27,7 +27,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn backbone(reps: usize) -> anyhow::Result<ExitCode> {
+pub fn backbone(reps: usize, inference_only: bool) -> anyhow::Result<ExitCode> {
     let reps = reps.max(1);
     let (device, desc) = crate::device::best_device();
     let net = load_lite0(&WeightsFile::EfficientNetLite0.path(), DType::F32, &device)?;
@@ -37,7 +37,12 @@ pub fn backbone(reps: usize) -> anyhow::Result<ExitCode> {
     println!("{:<26} {:>6} {:>12} {:>12} {:>14}", "path", "batch", "ms/batch", "ms/image", "peak RSS MiB");
     for batch in [1usize, 16] {
         let x = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?.to_device(&device)?;
-        for (name, fast) in [("folded (inference)", true), ("forward_t(train=false)", false)] {
+        let paths: &[(&str, bool)] = if inference_only {
+            &[("folded (inference)", true)]
+        } else {
+            &[("folded (inference)", true), ("forward_t(train=false)", false)]
+        };
+        for &(name, fast) in paths {
             reset_peak_rss();
             let run = || -> candle_core::Result<()> {
                 let f = if fast { folded.features(&x)? } else { net.features_t(&x, false)? };
@@ -45,7 +50,9 @@ pub fn backbone(reps: usize) -> anyhow::Result<ExitCode> {
                 drop(f);
                 Ok(())
             };
-            run()?; // warm-up
+            for _ in 0..3 {
+                run()?; // warm-up: thread pool, allocator, caches
+            }
             let times: Vec<f64> = (0..reps)
                 .map(|_| {
                     let t = Instant::now();

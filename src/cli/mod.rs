@@ -40,8 +40,11 @@ pub enum BenchWhat {
     /// Backbone forward time per 224x224 image at batch 1 and 16, with peak memory.
     Backbone {
         /// Timed repetitions per batch size (after one warm-up).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         reps: usize,
+        /// Time only the folded inference network (skip the trainable forward_t path).
+        #[arg(long)]
+        inference_only: bool,
     },
 }
 
@@ -50,7 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::Classify { paths, top }) => classify::run(&paths, top),
         Some(Command::Info) => info::run(),
-        Some(Command::Bench { what: BenchWhat::Backbone { reps } }) => bench::backbone(reps),
+        Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         None => {
             eprintln!("The desktop app is not built yet; try `keepers classify assets/samples` or `keepers --help`.");
             Ok(std::process::ExitCode::from(2))
