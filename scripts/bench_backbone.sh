@@ -11,7 +11,7 @@
 # 4. prints ms/image per batch size for both and the ratio keepers/pytorch
 #    (<= 1.00 means Keepers is at least as fast).
 #
-# Environment: SKIP_BUILD=1, REPS (default 5), BENCH_VENV (default .venv-bench),
+# Environment: SKIP_BUILD=1, REPS (default 10), BENCH_VENV (default .venv-bench),
 # PYTHON (interpreter used to create the venv, default python3).
 # Timings are disturbed by anything else running (e.g. a cargo build): the script warns
 # when it sees a compiler running or the CPU busy just before a timed run.
@@ -20,7 +20,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-REPS="${REPS:-5}"
+REPS="${REPS:-10}"
 PY_EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -81,7 +81,7 @@ trap 'rm -rf "$TMP"' EXIT
 # ---------------------------------------------------------------------------- runs
 echo "== keepers bench backbone --reps $REPS"
 busy_check
-"$KEEPERS" bench backbone --reps "$REPS" | tee "$TMP/keepers.txt"
+"$KEEPERS" bench backbone --inference-only --reps "$REPS" | tee "$TMP/keepers.txt"
 
 echo "== python scripts/bench_pytorch.py --reps $REPS ${PY_EXTRA[*]:-}"
 busy_check
@@ -104,7 +104,7 @@ THREADS="$(sed -n 's/^threads=\([0-9]*\).*/\1/p' "$TMP/pytorch.txt")"
 
 echo
 echo "== summary: EfficientNet-Lite0 224x224 fp32 CPU, ms per image, median of $REPS"
-echo "   keepers: folded inference path (features + pool);  pytorch $TORCH_VERSION eager NCHW, $THREADS threads (full forward)"
+echo "   keepers: folded inference path (full forward to logits);  pytorch $TORCH_VERSION eager NCHW, $THREADS threads (full forward)"
 printf '%-6s %14s %14s %18s %10s\n' batch keepers_ms_img pytorch_ms_img ratio_keep/torch keepers_RSS
 status=0
 for b in 1 16; do
