@@ -59,16 +59,22 @@ impl CustomOp3 for PointwiseBias {
         let (x, w, b) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "bias")?);
         let mut out = vec![0f32; m * n];
         let relu6 = self.relu6;
-        out.par_chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(blk, o)| {
-            let rows = o.len() / n;
-            gemm_bias_act(&x[blk * BLOCK_ROWS * k..][..rows * k], w, b, relu6, k, o);
-        });
+        if m < BLOCK_ROWS * 2 * rayon::current_num_threads() {
+            // Too few row blocks to keep every core busy (late layers, batch 1): one gemm
+            // parallel inside; the whole output is small enough to stay in cache.
+            gemm_bias_act(x, w, b, relu6, k, &mut out, gemm::Parallelism::Rayon(rayon::current_num_threads()));
+        } else {
+            out.par_chunks_mut(BLOCK_ROWS * n).enumerate().for_each(|(blk, o)| {
+                let rows = o.len() / n;
+                gemm_bias_act(&x[blk * BLOCK_ROWS * k..][..rows * k], w, b, relu6, k, o, gemm::Parallelism::None);
+            });
+        }
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
 
 /// `out = act(x W + b)` for one block: `x (rows, k)`, `w (k, n)`, `out (rows, n)`.
-fn gemm_bias_act(x: &[f32], w: &[f32], b: &[f32], relu6: bool, k: usize, out: &mut [f32]) {
+fn gemm_bias_act(x: &[f32], w: &[f32], b: &[f32], relu6: bool, k: usize, out: &mut [f32], par: gemm::Parallelism) {
     let n = b.len();
     let rows = out.len() / n;
     debug_assert_eq!(x.len(), rows * k);
@@ -98,7 +104,7 @@ fn gemm_bias_act(x: &[f32], w: &[f32], b: &[f32], relu6: bool, k: usize, out: &m
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
     if relu6 {
@@ -165,7 +171,7 @@ impl CustomOp3 for StemConvBias {
                     }
                 }
             }
-            gemm_bias_act(&cols, wt, b, relu6, kk, ob);
+            gemm_bias_act(&cols, wt, b, relu6, kk, ob, gemm::Parallelism::None);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, oh, ow, o))))
     }
