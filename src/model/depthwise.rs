@@ -42,8 +42,7 @@ impl DwGeometry {
     }
 }
 
-/// The depthwise convolution op. `bias_relu6 = None` is the plain, trainable convolution;
-/// `Some(relu6)` is the inference form whose third operand is a per-channel bias.
+/// The plain, trainable depthwise convolution op (operands: input, weight).
 #[derive(Debug, Clone, Copy)]
 pub struct DepthwiseConv {
     pub geom: DwGeometry,
