@@ -2,14 +2,19 @@
 //!
 //! - [`efficientnet_lite`]: the ImageNet backbone (trainable and folded inference forms).
 //! - [`depthwise`], [`batchnorm`], [`padding`]: its layers, each gradient-checked.
+//! - [`aggregation`]: DMA-Net's statistics and sorting layers (tie-aware sort op).
+//! - [`pooling`]: max pooling, LRN, ROI pooling and ROI align with checked gradients.
+//! - [`pointwise`]: fused inference ops (1x1 conv and stem with bias + ReLU6).
 //! - [`weights`]: shipped weights files, located and sha256-verified.
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
 
+pub mod aggregation;
 pub mod batchnorm;
 pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod imagenet;
 pub mod padding;
 pub mod pointwise;
+pub mod pooling;
 pub mod preprocess;
 pub mod weights;
