@@ -10,5 +10,6 @@ pub mod cli;
 pub mod device;
 pub mod library;
 pub mod model;
+pub mod rng;
 pub mod train;
 pub mod worker;

@@ -7,6 +7,7 @@
 //! - [`pointwise`]: fused inference ops (1x1 conv and stem with bias + ReLU6).
 //! - [`weights`]: shipped weights files, located and sha256-verified.
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
+//! - [`views`]: the papers' views and patches (seeded), each with its rectangle in the photo.
 
 pub mod aggregation;
 pub mod batchnorm;
@@ -17,4 +18,5 @@ pub mod padding;
 pub mod pointwise;
 pub mod pooling;
 pub mod preprocess;
+pub mod views;
 pub mod weights;
