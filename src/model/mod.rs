@@ -2,6 +2,7 @@
 //!
 //! - [`efficientnet_lite`]: the ImageNet backbone (trainable and folded inference forms).
 //! - [`depthwise`], [`batchnorm`], [`padding`]: its layers, each gradient-checked.
+//! - [`column`]: the "Arch 1" CNN column of papers 002/000, trained from scratch.
 //! - [`aggregation`]: DMA-Net's statistics and sorting layers (tie-aware sort op).
 //! - [`pooling`]: max pooling, LRN, ROI pooling and ROI align with checked gradients.
 //! - [`pointwise`]: fused inference ops (1x1 conv and stem with bias + ReLU6).
@@ -11,6 +12,7 @@
 
 pub mod aggregation;
 pub mod batchnorm;
+pub mod column;
 pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod imagenet;
