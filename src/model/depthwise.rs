@@ -95,6 +95,7 @@ fn tap_range(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usi
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // a kernel's geometry, kept flat for the hot loop
 fn forward_row<T: Float + Send + Sync>(
     x: &[T],
     wt: &[T],
@@ -138,9 +139,11 @@ fn forward_row<T: Float + Send + Sync>(
 macro_rules! simd_dispatch {
     ($generic:ident, $avx512:ident, $avx2:ident, ($($arg:ident : $ty:ty),*)) => {
         #[cfg(target_arch = "x86_64")]
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn $avx512<T: Float + Send + Sync>($($arg: $ty),*) { $generic($($arg),*) }
         #[cfg(target_arch = "x86_64")]
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma")]
         unsafe fn $avx2<T: Float + Send + Sync>($($arg: $ty),*) { $generic($($arg),*) }
     };
@@ -197,7 +200,7 @@ fn grad_input_row<T: Float + Send + Sync>(gy: &[T], wt: &[T], d: &Dims, g: &DwGe
         let o = &mut out[ix * c..(ix + 1) * c];
         for ky in 0..k {
             let ty = iy + g.pad.top;
-            if ty < ky || (ty - ky) % s != 0 {
+            if ty < ky || !(ty - ky).is_multiple_of(s) {
                 continue;
             }
             let oy = (ty - ky) / s;
@@ -206,7 +209,7 @@ fn grad_input_row<T: Float + Send + Sync>(gy: &[T], wt: &[T], d: &Dims, g: &DwGe
             }
             for kx in 0..k {
                 let tx = ix + g.pad.left;
-                if tx < kx || (tx - kx) % s != 0 {
+                if tx < kx || !(tx - kx).is_multiple_of(s) {
                     continue;
                 }
                 let ox = (tx - kx) / s;

@@ -26,6 +26,9 @@ pub fn load_lite0(path: &Path, dtype: DType, device: &Device) -> Result<Efficien
     EfficientNetLite::new(&LiteConfig::lite0(), vb).map_err(|source| WeightsError::Load { path: path.to_owned(), source })
 }
 
+/// `(class index, name, probability)`.
+pub type ClassScore = (usize, &'static str, f32);
+
 /// Fast folded ImageNet classifier.
 pub struct Classifier {
     net: FoldedLite,
@@ -57,7 +60,7 @@ impl Classifier {
     }
 
     /// Top-`k` `(class index, name, probability)` for each photo.
-    pub fn top_k(&self, images: &[&image::RgbImage], k: usize) -> candle_core::Result<Vec<Vec<(usize, &'static str, f32)>>> {
+    pub fn top_k(&self, images: &[&image::RgbImage], k: usize) -> candle_core::Result<Vec<Vec<ClassScore>>> {
         let p = self.probabilities(images)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         Ok(p.iter().map(|row| top_k(row, k).into_iter().map(|(i, p)| (i, self.names[i], p)).collect()).collect())
     }

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use crate::library::decode::load_rgb;
-use crate::model::imagenet::Classifier;
+use crate::model::imagenet::{ClassScore, Classifier};
 use crate::model::weights::WeightsFile;
 
 /// Shared cancellation flag for one job.
@@ -46,7 +46,7 @@ pub enum Job {
 pub enum Event {
     Classified {
         path: PathBuf,
-        top: Vec<(usize, &'static str, f32)>,
+        top: Vec<ClassScore>,
     },
     /// This photo could not be processed; the job goes on.
     PhotoFailed {
