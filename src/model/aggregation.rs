@@ -85,11 +85,8 @@ fn sort_bwd<T: Float>(x: &[T], g: &[T], b: usize, m: usize, k: usize) -> Vec<T> 
     out
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("sort layer: operands must be contiguous"),
-    }
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+    super::cpu_slice(s, l, "sort layer")
 }
 
 impl CustomOp1 for SortPatches {

@@ -78,10 +78,7 @@ fn dims_of(geom: &DwGeometry, x: &Layout, w: &Layout) -> candle_core::Result<Dim
 }
 
 fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("depthwise conv: operands must be contiguous"),
-    }
+    super::cpu_slice(s, l, "depthwise conv")
 }
 
 /// Input index range of the kernel taps that land inside the image for output position `o`.

@@ -22,3 +22,13 @@ pub mod pooling;
 pub mod preprocess;
 pub mod views;
 pub mod weights;
+
+use candle_core::{CpuStorage, Layout, WithDType};
+
+/// The contiguous CPU data of a custom op's operand; `what` names the op in the error.
+pub(crate) fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("{what}: operands must be contiguous"),
+    }
+}

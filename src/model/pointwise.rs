@@ -28,10 +28,7 @@ pub struct PointwiseBias {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("pointwise: {what} must be contiguous"),
-    }
+    super::cpu_slice(s, l, what)
 }
 
 impl CustomOp3 for PointwiseBias {

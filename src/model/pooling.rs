@@ -179,11 +179,8 @@ fn check_regions(op: &RoiOp, n: usize) -> Result<()> {
     Ok(())
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("ROI pooling: operands must be contiguous"),
-    }
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+    super::cpu_slice(s, l, "ROI pooling")
 }
 
 fn roi_fwd<T: Float>(op: &RoiOp, x: &[T], n: usize, c: usize, h: usize, w: usize) -> Vec<T> {
