@@ -3,6 +3,7 @@
 //! - [`efficientnet_lite`]: the ImageNet backbone (trainable and folded inference forms).
 //! - [`depthwise`], [`batchnorm`], [`padding`]: its layers, each gradient-checked.
 //! - [`column`]: the "Arch 1" CNN column of papers 002/000, trained from scratch.
+//! - [`heads`]: binary, score-distribution, multi-label style and quality heads.
 //! - [`aggregation`]: DMA-Net's statistics and sorting layers (tie-aware sort op).
 //! - [`pooling`]: max pooling, LRN, ROI pooling and ROI align with checked gradients.
 //! - [`pointwise`]: fused inference ops (1x1 conv and stem with bias + ReLU6).
@@ -15,6 +16,7 @@ pub mod batchnorm;
 pub mod column;
 pub mod depthwise;
 pub mod efficientnet_lite;
+pub mod heads;
 pub mod imagenet;
 pub mod padding;
 pub mod pointwise;
