@@ -30,6 +30,16 @@ impl SamePadding {
     }
 }
 
+/// NCHW convolution with TF "SAME" padding (explicit zero padding, then a valid conv2d).
+/// Trainable: padding and convolution both have candle gradients (checked in tests).
+pub fn conv2d_same(x: &candle_core::Tensor, w: &candle_core::Tensor, stride: usize) -> candle_core::Result<candle_core::Tensor> {
+    let (_, _, h, wd) = x.dims4()?;
+    let k = w.dim(2)?;
+    let p = SamePadding::new(h, wd, k, stride);
+    let xp = x.pad_with_zeros(2, p.top, p.bottom)?.pad_with_zeros(3, p.left, p.right)?;
+    xp.conv2d(w, 0, stride, 1, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,14 +61,4 @@ mod tests {
             }
         }
     }
-}
-
-/// NCHW convolution with TF "SAME" padding (explicit zero padding, then a valid conv2d).
-/// Trainable: padding and convolution both have candle gradients (checked in tests).
-pub fn conv2d_same(x: &candle_core::Tensor, w: &candle_core::Tensor, stride: usize) -> candle_core::Result<candle_core::Tensor> {
-    let (_, _, h, wd) = x.dims4()?;
-    let k = w.dim(2)?;
-    let p = SamePadding::new(h, wd, k, stride);
-    let xp = x.pad_with_zeros(2, p.top, p.bottom)?.pad_with_zeros(3, p.left, p.right)?;
-    xp.conv2d(w, 0, stride, 1, 1)
 }
