@@ -42,22 +42,14 @@ DEFAULT_WEIGHTS = os.path.join(REPO_ROOT, "weights", "efficientnet_lite0.safeten
 DEFAULT_IMAGE = os.path.join(REPO_ROOT, "assets", "samples", "coffee.png")
 CLASSES_FILE = os.path.join(REPO_ROOT, "assets", "imagenet_classes.txt")
 
-INPUT_SIZE = 224
-BN_EPS = 1e-3
 EXPECTED_CLASS = 967  # espresso
 EXPECTED_P = 0.939453  # scripts/reference_lite0.py (float64) on coffee.png
 P_TOLERANCE = 2e-3
 
-# (kernel, stride of the first block, expand ratio, out channels, repeats)
-LITE0_STAGES = [
-    (3, 1, 1, 16, 1),
-    (3, 2, 6, 24, 2),
-    (5, 2, 6, 40, 2),
-    (3, 2, 6, 80, 3),
-    (5, 1, 6, 112, 3),
-    (5, 2, 6, 192, 4),
-    (3, 1, 6, 320, 1),
-]
+# The architecture table and constants are shared with the numpy reference.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_lite0 import BN_EPS, INPUT_SIZE, LITE0_STAGES  # noqa: E402
+
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
