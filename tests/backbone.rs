@@ -34,9 +34,9 @@ fn sample_photos_expected_class_in_top5() {
         ("chelsea.png", 285usize, "Egyptian Mau / tabby"), // a cat; 281 tabby and 285 Egyptian Mau both acceptable
         ("Dragonfly_by_Bolly.jpg", 319, "dragonfly"),
         ("china.jpg", 698, "palace"),
-        ("flower.jpg", 985, "daisy"),
+        ("flower.jpg", 985, "daisy"), // a dahlia: daisy is ImageNet's only close flower class
         ("rocket.jpg", 657, "missile"),
-        ("life_by_Aitzol_Berasategi.jpg", 979, "valley"),
+        ("life_by_Aitzol_Berasategi.jpg", 979, "valley"), // a stream in a wooded valley
         ("picosdeeuropa_by_Aitzol_Berasategi.jpg", 970, "mountain (alp)"),
         ("coffee.png", 967, "espresso"),
     ];

@@ -27,8 +27,13 @@ pub struct PointwiseBias {
     pub relu6: bool,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    super::cpu_slice(s, l, what)
+/// The three f32 operands of an inference op (input, weight, bias) as contiguous slices.
+fn f32_operands<'a>(op: &str, ops: [(&'a CpuStorage, &Layout); 3]) -> Result<[&'a [f32]; 3]> {
+    if ops.iter().any(|(s, _)| s.dtype() != DType::F32) {
+        candle_core::bail!("{op}: f32 only (inference path)");
+    }
+    let [a, b, c] = ops;
+    Ok([super::cpu_slice(a.0, a.1, op)?, super::cpu_slice(b.0, b.1, op)?, super::cpu_slice(c.0, c.1, op)?])
 }
 
 impl CustomOp3 for PointwiseBias {
@@ -45,15 +50,12 @@ impl CustomOp3 for PointwiseBias {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if s1.dtype() != DType::F32 || s2.dtype() != DType::F32 || s3.dtype() != DType::F32 {
-            candle_core::bail!("pointwise: f32 only (inference path)");
-        }
         let (m, k) = l1.shape().dims2()?;
         let (k2, n) = l2.shape().dims2()?;
         if k != k2 || l3.shape().dims() != [n] {
             candle_core::bail!("pointwise: shapes {:?} x {:?} + {:?} do not match", l1.shape(), l2.shape(), l3.shape());
         }
-        let (x, w, b) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "bias")?);
+        let [x, w, b] = f32_operands("pointwise", [(s1, l1), (s2, l2), (s3, l3)])?;
         let mut out = vec![0f32; m * n];
         let relu6 = self.relu6;
         if m < BLOCK_ROWS * 2 * rayon::current_num_threads() {
@@ -134,9 +136,6 @@ impl CustomOp3 for StemConvBias {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if s1.dtype() != DType::F32 || s2.dtype() != DType::F32 || s3.dtype() != DType::F32 {
-            candle_core::bail!("stem conv: f32 only (inference path)");
-        }
         let (n, c, h, w) = l1.shape().dims4()?;
         let (kk, o) = l2.shape().dims2()?;
         let (k, s) = (self.kernel, self.stride);
@@ -145,7 +144,7 @@ impl CustomOp3 for StemConvBias {
         }
         let p = SamePadding::new(h, w, k, s);
         let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
-        let (x, wt, b) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "bias")?);
+        let [x, wt, b] = f32_operands("stem conv", [(s1, l1), (s2, l2), (s3, l3)])?;
         let total = n * oh * ow;
         let mut out = vec![0f32; total * o];
         let relu6 = self.relu6;
