@@ -70,6 +70,10 @@ fn global_views_geometry() {
     assert_eq!(row_sum(band - 1), 0);
     assert!(row_sum(128) > 0);
     assert_eq!(row_sum(255), 0);
+    // Its rectangle is the whole canvas in photo pixels: full width, bands outside the photo.
+    assert!(pad.rect.x.abs() < 1e-9 && (pad.rect.w - w).abs() < 1e-9, "{:?}", pad.rect);
+    let band_photo = band as f64 * h / content_h as f64;
+    assert!((pad.rect.y + band_photo).abs() < 1e-6 && (pad.rect.h - 256.0 * h / content_h as f64).abs() < 1e-6, "{:?}", pad.rect);
 }
 
 #[test]

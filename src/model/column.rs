@@ -94,9 +94,26 @@ impl Arch1Column {
 
     /// `x (N, 3, S, S)` normalised patches -> fc256 features `(N, 256)`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let h = self.conv1_t(x)?;
+        self.after_pool1_t(&max_pool2d(&h, 3, 2)?, train)
+    }
+
+    /// conv1 + ReLU: `(N, 3, S, S)` -> `(N, filters[0], S/2, S/2)` (the part before the
+    /// first pooling layer, which THEME-EMD replaces with ROI pooling).
+    pub fn conv1_t(&self, x: &Tensor) -> Result<Tensor> {
+        self.convs[0].forward(x)?.relu()
+    }
+
+    /// Side of the first pooling layer's output for this config's input (the ROI output size
+    /// that keeps fc1's input size).
+    pub fn pool1_side(&self) -> usize {
+        (self.cfg.input.div_ceil(self.cfg.conv1_stride) - 3) / 2 + 1
+    }
+
+    /// Everything after the first pooling layer: LRN, conv2..conv4, fc1000, fc256.
+    pub fn after_pool1_t(&self, pooled: &Tensor, train: bool) -> Result<Tensor> {
         let lrn = self.cfg.lrn;
-        let mut h = self.convs[0].forward(x)?.relu()?;
-        h = local_response_norm(&max_pool2d(&h, 3, 2)?, lrn)?;
+        let mut h = local_response_norm(pooled, lrn)?;
         h = self.convs[1].forward(&h)?.relu()?;
         h = local_response_norm(&max_pool2d(&h, 3, 2)?, lrn)?;
         h = self.convs[2].forward(&h)?.relu()?;

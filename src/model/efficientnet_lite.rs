@@ -179,10 +179,15 @@ impl MbConv {
         self.dw.reshape((c, k * k))?.t()?.reshape((k, k, c))
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// `mask`, when given, multiplies the depthwise input (zeroes everything outside the
+    /// image regions of a padded batch, see [`EfficientNetLite::blocks_t`]).
+    fn forward_t(&self, x: &Tensor, train: bool, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         if let Some((w, bn)) = &self.expand {
             h = relu6(&bn.forward_t(&pointwise(&h, w)?, train)?)?;
+        }
+        if let Some(m) = mask {
+            h = h.broadcast_mul(m)?;
         }
         let (_, hh, ww, _) = h.dims4()?;
         h = depthwise_conv(&h, &self.dw_kkc()?, self.geometry(hh, ww))?;
@@ -227,13 +232,67 @@ impl EfficientNetLite {
 
     /// `x`: normalised images `(N, 3, H, W)` (see [`super::preprocess`]).
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Features> {
-        let mut h = relu6(&self.bn0.forward_t(&stem_conv(x, &self.stem)?, train)?)?;
-        for b in &self.blocks {
-            h = b.forward_t(&h, train)?;
+        let h = self.stem_t(x, train)?;
+        let h = self.blocks_t(&h, 0..self.blocks.len(), train, None)?;
+        self.head_t(&h, train)
+    }
+
+    /// Stem convolution + BN + ReLU6: NCHW input `(N, 3, H, W)` -> NHWC `(N, H/2, W/2, 32)`.
+    pub fn stem_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        relu6(&self.bn0.forward_t(&stem_conv(x, &self.stem)?, train)?)
+    }
+
+    /// The MBConv blocks `range` on an NHWC map. `mask(h, w)` gives a `(N, h, w, 1)` 0/1
+    /// tensor that multiplies every depthwise input of size `h x w`: with the mask zero
+    /// outside each image's region, a padded batch computes exactly what each image computes
+    /// alone (THEME-EMD's padded full-resolution input, paper 003).
+    pub fn blocks_t(
+        &self,
+        x: &Tensor,
+        range: std::ops::Range<usize>,
+        train: bool,
+        mask: Option<&dyn Fn(usize, usize) -> Result<Tensor>>,
+    ) -> Result<Tensor> {
+        let mut h = x.clone();
+        for b in &self.blocks[range] {
+            let m = match mask {
+                Some(f) => {
+                    let (_, hh, ww, _) = h.dims4()?;
+                    Some(f(hh, ww)?)
+                }
+                None => None,
+            };
+            h = b.forward_t(&h, train, m.as_ref())?;
         }
-        let map = relu6(&self.bn1.forward_t(&pointwise(&h, &self.head)?, train)?)?;
+        Ok(h)
+    }
+
+    /// Head convolution + BN + ReLU6 and global average pooling.
+    pub fn head_t(&self, h: &Tensor, train: bool) -> Result<Features> {
+        let map = relu6(&self.bn1.forward_t(&pointwise(h, &self.head)?, train)?)?;
         let pooled = map.mean((1, 2))?;
         Ok(Features { map, pooled })
+    }
+
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// How many leading blocks bring the total stride (stem included) to `tau`, and the
+    /// channels there; `None` if no block boundary has that stride.
+    pub fn blocks_until_stride(&self, tau: usize) -> Option<(usize, usize)> {
+        let mut stride = 2;
+        let mut channels = self.cfg.stem_channels;
+        let blocks = self.cfg.blocks();
+        for (i, &(_, s, _, _, cout)) in blocks.iter().enumerate() {
+            if stride * s > tau {
+                return (stride == tau).then_some((i, channels));
+            }
+            stride *= s;
+            channels = cout;
+        }
+        (stride == tau).then_some((blocks.len(), channels))
     }
 
     /// Class logits `(N, num_classes)`; errors for a feature-only configuration.

@@ -103,6 +103,11 @@ impl Head {
         &self.kind
     }
 
+    /// The linear layer's weight `(outputs, in_dim)` (for exact per-feature decompositions).
+    pub fn weight(&self) -> &Tensor {
+        self.fc.weight()
+    }
+
     /// Raw outputs (logits, or the scalar for `Quality`) on the last axis of `features`.
     pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
         self.fc.forward(features)

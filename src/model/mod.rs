@@ -10,6 +10,7 @@
 //! - [`weights`]: shipped weights files, located and sha256-verified.
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
 //! - [`views`]: the papers' views and patches (seeded), each with its rectangle in the photo.
+//! - [`systems`]: the seed systems by id (SCNN ... ARP-MPEMD), built from the pieces above.
 
 pub mod aggregation;
 pub mod batchnorm;
@@ -22,6 +23,7 @@ pub mod padding;
 pub mod pointwise;
 pub mod pooling;
 pub mod preprocess;
+pub mod systems;
 pub mod views;
 pub mod weights;
 

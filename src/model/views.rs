@@ -97,8 +97,12 @@ pub fn normalized_input(img: &RgbImage, view: GlobalView, size: u32, rng: &mut S
             let (nw, nh) = (((w as f64 * scale).round() as u32).clamp(1, size), ((h as f64 * scale).round() as u32).clamp(1, size));
             let inner = resize(img, nw, nh);
             let mut canvas = RgbImage::from_pixel(size, size, Rgb([0, 0, 0]));
-            imageops::replace(&mut canvas, &inner, ((size - nw) / 2) as i64, ((size - nh) / 2) as i64);
-            Patch { image: canvas, rect: full_rect(img), flipped: false }
+            let (ox, oy) = ((size - nw) / 2, (size - nh) / 2);
+            imageops::replace(&mut canvas, &inner, ox as i64, oy as i64);
+            // The canvas in photo pixels: the borders lie outside the photo.
+            let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+            let rect = Rect { x: -(ox as f64) * sx, y: -(oy as f64) * sy, w: size as f64 * sx, h: size as f64 * sy };
+            Patch { image: canvas, rect, flipped: false }
         }
     }
 }
