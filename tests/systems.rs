@@ -335,3 +335,27 @@ fn pretrained_columns_hold_the_imagenet_weights() {
     let theirs = reference.features_t(&x, false).unwrap().pooled;
     assert!(max_diff(&ours, &theirs) < 1e-5, "{}", max_diff(&ours, &theirs));
 }
+
+#[test]
+fn cached_column_features_give_the_same_outputs() {
+    let photos = [photo("coffee.png"), photo("rocket.jpg")];
+    let vm = VarMap::new();
+    let col = Column::new(&ColumnKind::Lite0, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("c")).unwrap();
+    load_lite0_into(&vm, "c", &WeightsFile::EfficientNetLite0.path()).unwrap();
+    for id in [SystemId::Scnn, SystemId::Dcnn, SystemId::DmaStat, SystemId::DmaFc, SystemId::MpAda, SystemId::ArpMpemd] {
+        let cfg = small_test(SystemConfig::new(id, ColumnKind::Lite0, HeadKind::ava_distribution()));
+        let (sys, _) = build(&cfg);
+        assert!(sys.supports_cached_features());
+        let prep: Vec<_> = photos.iter().map(|p| sys.prepare(p, Mode::Test, &mut SeededRng::new(8))).collect();
+        let batch = sys.collate(&prep, &Device::Cpu).unwrap();
+        let direct = sys.forward_t(&batch, false).unwrap();
+        let f = col.forward_t(batch.pixels.as_ref().unwrap(), false).unwrap().pooled;
+        let feats = f.reshape((batch.images * batch.groups, batch.patches_per_group, f.dim(1).unwrap())).unwrap();
+        let cached = sys.forward_features(&feats, batch.images, batch.groups, false).unwrap();
+        assert!(max_diff(&direct.raw, &cached.raw) < 1e-5, "{id}");
+    }
+    for id in [SystemId::RdcnnSemantic, SystemId::ThemeEmd, SystemId::DmaImgFu] {
+        let (sys, _) = build(&small_test(SystemConfig::new(id, ColumnKind::arch1(), HeadKind::ava_distribution())));
+        assert!(!sys.supports_cached_features(), "{id}");
+    }
+}

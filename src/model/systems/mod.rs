@@ -524,78 +524,115 @@ impl System {
     pub fn forward_t(&self, batch: &Batch, train: bool) -> Result<SystemOutput> {
         let kind = &self.cfg.head;
         let pixels = || batch.pixels.as_ref().ok_or_else(|| candle_core::Error::Msg("this system needs patches in the batch".into()));
-        let drop = |t: Tensor| if train && self.cfg.dropout > 0.0 { candle_nn::ops::dropout(&t, self.cfg.dropout) } else { Ok(t) };
-        let rows = batch.images * batch.groups;
-        let out = match &self.net {
+        let (images, groups, ppg) = (batch.images, batch.groups, batch.patches_per_group);
+        let rows = images * groups;
+        match &self.net {
             Network::Global { columns, frozen, head } => {
                 let x = pixels()?;
                 let (_, c, h, w) = x.dims4()?;
                 let x = x.reshape((rows, columns.len(), c, h, w))?;
                 let mut feats = Vec::new();
-                let mut first: Option<ColumnOut> = None;
+                let mut first_map = None;
                 for (i, col) in columns.iter().enumerate() {
                     let o = col.forward_t(&x.narrow(1, i, 1)?.squeeze(1)?, train)?;
-                    feats.push(o.pooled.clone());
                     if i == 0 {
-                        first = Some(o);
+                        first_map = o.map;
                     }
+                    feats.push(o.pooled);
                 }
-                if let Some(f) = frozen {
-                    // Frozen: evaluation mode and no gradient into it.
-                    feats.push(f.forward_t(&x.narrow(1, 0, 1)?.squeeze(1)?, false)?.pooled.detach());
+                // Frozen: evaluation mode and no gradient into it.
+                let extra = frozen
+                    .as_ref()
+                    .map(|f| Ok::<_, candle_core::Error>(f.forward_t(&x.narrow(1, 0, 1)?.squeeze(1)?, false)?.pooled.detach()))
+                    .transpose()?;
+                let mut out = self.after_columns(&Tensor::stack(&feats, 1)?, extra.as_ref(), images, groups, train)?;
+                if let Some(m) = first_map {
+                    out.map = Some(linear_map(head, &m, &feats[0], &out.group_raw)?);
                 }
-                let group_raw = head.forward(&Tensor::cat(&feats, 1)?)?;
-                let map = match first {
-                    Some(ColumnOut { pooled, map: Some(m) }) => Some(linear_map(head, &m, &pooled, &group_raw)?),
-                    _ => None,
-                };
-                SystemOutput { raw: average_groups(kind, &group_raw, batch.images, batch.groups)?, group_raw, patch_raw: None, map }
+                Ok(out)
             }
-            Network::Dma { column, stats, aggregate, head, patch_head } => {
+            Network::Dma { column, .. } | Network::PerPatch { column, .. } => {
                 let f = column.forward_t(pixels()?, train)?.pooled;
                 let d = f.dim(1)?;
-                let bag = f.reshape((rows, batch.patches_per_group, d))?;
-                if !stats && batch.patches_per_group != self.cfg.patches {
-                    candle_core::bail!("DMA-fc was built for bags of {} patches, got {}", self.cfg.patches, batch.patches_per_group);
-                }
-                let agg = if *stats { statistics_layer(&bag, &Statistic::DMA)? } else { sorting_layer(&bag)? };
-                let v = drop(aggregate.forward(&agg)?.relu()?)?;
-                let group_raw = head.forward(&v)?;
-                let patch_raw = patch_head.forward(&bag)?;
-                SystemOutput {
-                    raw: average_groups(kind, &group_raw, batch.images, batch.groups)?,
-                    group_raw,
-                    patch_raw: Some(patch_raw),
-                    map: None,
-                }
-            }
-            Network::PerPatch { column, head } => {
-                let f = column.forward_t(pixels()?, train)?.pooled;
-                let d = f.dim(1)?;
-                let patch_raw = head.forward(&f.reshape((rows, batch.patches_per_group, d))?)?;
-                let group_raw = average_raw(kind, &patch_raw)?;
-                SystemOutput {
-                    raw: average_groups(kind, &group_raw, batch.images, batch.groups)?,
-                    group_raw,
-                    patch_raw: Some(patch_raw),
-                    map: None,
-                }
+                self.after_columns(&f.reshape((rows, ppg, d))?, None, images, groups, train)
             }
             Network::Theme(net) => {
                 let (group_raw, map) = net.forward_t(batch, train)?;
-                SystemOutput { raw: group_raw.clone(), group_raw, patch_raw: None, map }
+                Ok(SystemOutput { raw: group_raw.clone(), group_raw, patch_raw: None, map })
             }
             Network::Fused { dma, imagenet } => {
                 let extra =
                     batch.extra.as_deref().ok_or_else(|| candle_core::Error::Msg("DMA-ImgFu batch lacks its ImageNet input".into()))?;
                 let a = dma.forward_t(batch, train)?;
                 let b = imagenet.forward_t(extra, train)?;
-                let both = Tensor::stack(&[&a.raw, &b.raw], 1)?;
-                let raw = average_raw(kind, &both)?;
-                SystemOutput { group_raw: raw.clone(), raw, patch_raw: a.patch_raw, map: b.map }
+                let raw = average_raw(kind, &Tensor::stack(&[&a.raw, &b.raw], 1)?)?;
+                Ok(SystemOutput { group_raw: raw.clone(), raw, patch_raw: a.patch_raw, map: b.map })
             }
-        };
-        Ok(out)
+        }
+    }
+
+    /// Whether [`Self::forward_features`] applies: systems whose trainable part after a
+    /// frozen column sees only the column's pooled features (SCNN, DCNN, DMA-stat/fc,
+    /// MP-*, ARP-MPEMD). RDCNN, THEME-EMD and DMA-ImgFu need their full forward pass.
+    pub fn supports_cached_features(&self) -> bool {
+        matches!(&self.net, Network::Global { frozen: None, .. } | Network::Dma { .. } | Network::PerPatch { .. })
+    }
+
+    /// Everything after the column(s), on column features `(images * groups, P, D)` computed
+    /// once with the column frozen: the small-data variant of every system that allows it
+    /// (features from a cache, only the aggregation and head train). For SCNN P = 1, for
+    /// DCNN P = 2 (global, local), for DMA and the multi-patch systems P = the patches.
+    pub fn forward_features(&self, feats: &Tensor, images: usize, groups: usize, train: bool) -> Result<SystemOutput> {
+        if !self.supports_cached_features() {
+            candle_core::bail!("{} cannot train on cached column features", self.cfg.id);
+        }
+        self.after_columns(feats, None, images, groups, train)
+    }
+
+    fn after_columns(&self, feats: &Tensor, extra: Option<&Tensor>, images: usize, groups: usize, train: bool) -> Result<SystemOutput> {
+        let kind = &self.cfg.head;
+        let drop = |t: Tensor| if train && self.cfg.dropout > 0.0 { candle_nn::ops::dropout(&t, self.cfg.dropout) } else { Ok(t) };
+        let (rows, p, d) = feats.dims3()?;
+        if rows != images * groups {
+            candle_core::bail!("{rows} feature rows for {images} photos x {groups} groups");
+        }
+        match &self.net {
+            Network::Global { columns, head, .. } => {
+                if p != columns.len() {
+                    candle_core::bail!("{} takes {} column features per view, got {p}", self.cfg.id, columns.len());
+                }
+                let mut parts = vec![feats.reshape((rows, p * d))?];
+                parts.extend(extra.cloned());
+                let group_raw = head.forward(&Tensor::cat(&parts, 1)?)?;
+                Ok(SystemOutput { raw: average_groups(kind, &group_raw, images, groups)?, group_raw, patch_raw: None, map: None })
+            }
+            Network::Dma { stats, aggregate, head, patch_head, .. } => {
+                if !stats && p != self.cfg.patches {
+                    candle_core::bail!("DMA-fc was built for bags of {} patches, got {p}", self.cfg.patches);
+                }
+                let agg = if *stats { statistics_layer(feats, &Statistic::DMA)? } else { sorting_layer(feats)? };
+                let v = drop(aggregate.forward(&agg)?.relu()?)?;
+                let group_raw = head.forward(&v)?;
+                let patch_raw = patch_head.forward(feats)?;
+                Ok(SystemOutput {
+                    raw: average_groups(kind, &group_raw, images, groups)?,
+                    group_raw,
+                    patch_raw: Some(patch_raw),
+                    map: None,
+                })
+            }
+            Network::PerPatch { head, .. } => {
+                let patch_raw = head.forward(feats)?;
+                let group_raw = average_raw(kind, &patch_raw)?;
+                Ok(SystemOutput {
+                    raw: average_groups(kind, &group_raw, images, groups)?,
+                    group_raw,
+                    patch_raw: Some(patch_raw),
+                    map: None,
+                })
+            }
+            _ => candle_core::bail!("{} has no column-feature stage", self.cfg.id),
+        }
     }
 
     /// The per-patch predictions and map cells of photo `image` in `batch`, with their
