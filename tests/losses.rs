@@ -676,3 +676,42 @@ fn bad_shapes_are_errors() -> Result<()> {
     assert!(binary_cross_entropy_multilabel(&x.get(0)?, &Tensor::zeros((3, 5), DType::F64, &Device::Cpu)?).is_err());
     Ok(())
 }
+
+/// Multi-patch regression: `log p = -(pred - y)^2 / 2` (paper 001's objectives with a Gaussian
+/// likelihood). Hand values on a 1 x 2 example and f64 finite-difference gradients.
+#[test]
+fn multi_patch_regression_values_and_gradients() -> Result<()> {
+    // One image, target 1.0, patches predict 1.0 and 3.0: errors 0 and 2, log p = 0 and -2.
+    let pred = Tensor::new(&[[1.0f64, 3.0]], &Device::Cpu)?;
+    let y = Tensor::new(&[1.0f64], &Device::Cpu)?;
+    let log_p = regression_log_probs(&pred, &y)?;
+    assert_eq!(log_p.to_vec2::<f64>()?, vec![vec![0.0, -2.0]]);
+    // MP_avg = -(0 + -2)/2 = 1 (half the mean squared error).
+    assert!(close(scalar(&mp_avg_from_log_probs(&log_p)?)?, 1.0, 1e-12));
+    // MP_ada(0.5): weights 1 - p^0.5 = 0 and 1 - e^-1; loss = -(0 + (1 - e^-1)(-2))/2.
+    let want = (1.0 - (-1.0f64).exp()) * 2.0 / 2.0;
+    assert!(close(scalar(&mp_ada_from_log_probs(&log_p, 0.5)?)?, want, 1e-12));
+    // MP_min: the perfect patch (p = 1) has weight 1 - p = 0 and is never drawn.
+    let mut r = SeededRng::new(1);
+    for _ in 0..20 {
+        assert_eq!(mp_min_sample_from_log_probs(&log_p, &mut || r.uniform())?, vec![1]);
+    }
+    assert!(close(scalar(&mp_min_at_log_probs(&log_p, &[1])?)?, 1.0, 1e-12));
+    // (B, P, 1) predictions are accepted too; a wrong target shape is an error.
+    assert_eq!(regression_log_probs(&pred.unsqueeze(2)?, &y)?.to_vec2::<f64>()?, log_p.to_vec2::<f64>()?);
+    assert!(regression_log_probs(&pred, &Tensor::new(&[1.0f64, 2.0], &Device::Cpu)?).is_err());
+
+    let mut rng = Rng::new(31);
+    let x = Var::from_tensor(&rng.randn((3, 4), 1.0)?)?;
+    let t = rng.randn(3, 1.0)?;
+    let checks: Vec<(&str, Box<dyn Fn() -> Result<Tensor>>)> = vec![
+        ("reg mp_avg", Box::new(|| mp_avg_from_log_probs(&regression_log_probs(&x, &t)?))),
+        ("reg mp_ada", Box::new(|| mp_ada_from_log_probs(&regression_log_probs(&x, &t)?, MP_ADA_BETA))),
+        ("reg mp_min_at", Box::new(|| mp_min_at_log_probs(&regression_log_probs(&x, &t)?, &[2, 0, 3]))),
+    ];
+    for (name, f) in &checks {
+        let rep = check_gradients(&[&x], f, EPS, 1000)?;
+        assert!(rep.max_scaled_err < TOL && rep.max_numeric > 0.01, "{name}: {rep:?}");
+    }
+    Ok(())
+}

@@ -232,9 +232,28 @@ fn detached_probs(logits: &Tensor, target: &Tensor) -> Result<Vec<Vec<f64>>> {
 /// (in `[0, 1)`) per image, in batch order. All `p_i = 1`: uniform over patches.
 pub fn mp_min_sample(logits: &Tensor, target: &Tensor, uniform: &mut impl FnMut() -> f64) -> Result<Vec<usize>> {
     check_mp(logits, target, "mp_min")?;
-    let probs = detached_probs(logits, target)?;
+    draw_min(&detached_probs(logits, target)?, uniform)
+}
+
+/// The soft MP_min draw from per-patch log-probabilities `log_p (B, P)` (detached here).
+pub fn mp_min_sample_from_log_probs(log_p: &Tensor, uniform: &mut impl FnMut() -> f64) -> Result<Vec<usize>> {
+    log_p.dims2()?;
+    draw_min(&log_p.detach().exp()?.to_dtype(DType::F64)?.to_vec2()?, uniform)
+}
+
+/// MP_min at chosen patches from per-patch log-probabilities `log_p (B, P)`.
+pub fn mp_min_at_log_probs(log_p: &Tensor, chosen: &[usize]) -> Result<Tensor> {
+    let (b, p) = log_p.dims2()?;
+    if chosen.len() != b || chosen.iter().any(|&i| i >= p) {
+        candle_core::bail!("mp_min: chosen patches {chosen:?} do not fit a batch of {b} images of {p} patches");
+    }
+    let idx = Tensor::from_vec(chosen.iter().map(|&i| i as u32).collect::<Vec<_>>(), (b, 1), log_p.device())?;
+    log_p.gather(&idx, 1)?.mean_all()?.affine(-1.0 / p as f64, 0.0)
+}
+
+fn draw_min(probs: &[Vec<f64>], uniform: &mut impl FnMut() -> f64) -> Result<Vec<usize>> {
     let mut chosen = Vec::with_capacity(probs.len());
-    for row in &probs {
+    for row in probs {
         let u = uniform();
         if !(0.0..1.0).contains(&u) {
             candle_core::bail!("mp_min: the uniform source returned {u}, outside [0, 1)");
@@ -284,6 +303,28 @@ pub fn mp_min_hard_choice(logits: &Tensor, target: &Tensor) -> Result<Vec<usize>
 pub fn mp_min_hard(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let chosen = mp_min_hard_choice(logits, target)?;
     mp_min_at(logits, target, &chosen)
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-patch regression (quality scores).
+//
+// Paper 001 writes its objectives in terms of `p`, the probability a patch gives the right
+// answer. For a regressed score we take the unit-variance Gaussian likelihood of the target
+// (in standardised units): `log p = -(pred - y)^2 / 2`. Then MP_avg is half the mean squared
+// error over patches, and MP_ada and MP_min apply unchanged (`w = 1 - p^beta` not detached;
+// the soft minimum draws patches with probability proportional to `1 - p`): the patches that
+// miss the score by most get the most weight, as misclassified patches do in the paper.
+
+/// `log p = -(pred - y)^2 / 2` per patch: `pred (B, P)` or `(B, P, 1)`, `target (B,)` -> `(B, P)`.
+pub fn regression_log_probs(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    check_float(pred, "regression_log_probs")?;
+    let pred = if pred.rank() == 3 { pred.squeeze(2)? } else { pred.clone() };
+    let (b, _p) = pred.dims2()?;
+    if target.dims() != [b] {
+        candle_core::bail!("regression_log_probs: target {:?} does not match {b} images", target.shape());
+    }
+    let e = pred.broadcast_sub(&target.to_dtype(pred.dtype())?.reshape((b, 1))?)?;
+    e.sqr()?.affine(-0.5, 0.0)
 }
 
 // ---------------------------------------------------------------------------------------

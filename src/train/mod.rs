@@ -3,5 +3,6 @@
 //! So far: [`gradcheck`], the finite-difference check every trainable layer passes;
 //! [`losses`], the seed systems' losses (cross-entropy, BCE, MP_avg/min/ada, EMD, MPEMD).
 
+pub mod features;
 pub mod gradcheck;
 pub mod losses;
