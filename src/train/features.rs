@@ -48,7 +48,7 @@ impl Default for FeaturePlan {
 
 impl FeaturePlan {
     fn key(&self) -> String {
-        format!("v1-native{}-arp{}-seed{}", self.native, self.arp, self.seed)
+        format!("v2-native{}-arp{}-seed{}", self.native, self.arp, self.seed)
     }
 }
 
@@ -79,12 +79,12 @@ fn cache_name(path: &Path, plan: &FeaturePlan, weights_sha: &str) -> Option<Stri
 }
 
 fn rects_tensor(r: &[Rect]) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = r.iter().flat_map(|r| [r.x as f32, r.y as f32, r.w as f32, r.h as f32]).collect();
+    let v: Vec<f64> = r.iter().flat_map(|r| [r.x, r.y, r.w, r.h]).collect();
     Tensor::from_vec(v, (r.len(), 4), &Device::Cpu)
 }
 
 fn rects_from(t: &Tensor) -> candle_core::Result<Vec<Rect>> {
-    Ok(t.to_vec2::<f32>()?.into_iter().map(|r| Rect { x: r[0] as f64, y: r[1] as f64, w: r[2] as f64, h: r[3] as f64 }).collect())
+    Ok(t.to_dtype(DType::F64)?.to_vec2::<f64>()?.into_iter().map(|r| Rect { x: r[0], y: r[1], w: r[2], h: r[3] }).collect())
 }
 
 impl PhotoFeatures {

@@ -6,3 +6,4 @@
 pub mod features;
 pub mod gradcheck;
 pub mod losses;
+pub mod small_data;
