@@ -1,7 +1,23 @@
-//! Training: procedures, optimisers and the checks that keep them honest.
+//! Training: optimisers, schedules, datasets, the input pipeline, metrics, checkpoints, and the
+//! checks that keep them honest.
 //!
-//! So far: [`gradcheck`], the finite-difference check every trainable layer passes;
-//! [`losses`], the seed systems' losses (cross-entropy, BCE, MP_avg/min/ada, EMD, MPEMD).
+//! - [`gradcheck`]: the finite-difference check every trainable layer passes.
+//! - [`losses`]: the seed systems' losses (cross-entropy, BCE, MP_avg/min/ada, EMD, MPEMD).
+//! - [`optim`]: SGD (momentum, Nesterov, weight decay) and AdamW with parameter groups
+//!   (learning-rate multipliers, frozen groups), gradient clipping, state for checkpoints.
+//! - [`schedule`]: step, exponential and plateau learning-rate schedules.
+//! - [`data`]: datasets (AVA as published, CSV) as samples with targets, fingerprinted.
+//! - [`pipeline`]: parallel, seeded, bounded decode + transform of samples into batches, with a
+//!   report of the images it had to skip.
+//! - [`metrics`]: accuracy, AUC, AP/mAP, SRCC/PLCC, MSE/MAE, EMD and distribution distances,
+//!   MAE per aspect-ratio bin.
+//! - [`checkpoint`]: safetensors + JSON checkpoints, `last`/`best`, bit-identical resume.
 
+pub mod checkpoint;
+pub mod data;
 pub mod gradcheck;
 pub mod losses;
+pub mod metrics;
+pub mod optim;
+pub mod pipeline;
+pub mod schedule;
