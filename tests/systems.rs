@@ -23,7 +23,7 @@ fn photo(name: &str) -> RgbImage {
 
 fn build(cfg: &SystemConfig) -> (System, VarMap) {
     let vm = VarMap::new();
-    let sys = System::build(cfg, &vm, DType::F32, &Device::Cpu, &WeightsFile::EfficientNetLite0.path()).unwrap();
+    let sys = System::build(cfg, &vm, DType::F32, &Device::Cpu, &WeightsFile::EfficientNetLite0.path(), 1).unwrap();
     (sys, vm)
 }
 
@@ -132,7 +132,7 @@ fn every_system_runs_on_real_photos_with_either_column() {
 #[test]
 fn arp_mpemd_needs_a_distribution_head() {
     let cfg = SystemConfig::new(SystemId::ArpMpemd, ColumnKind::Lite0, HeadKind::Binary);
-    let err = System::build(&cfg, &VarMap::new(), DType::F32, &Device::Cpu, &WeightsFile::EfficientNetLite0.path()).unwrap_err();
+    let err = System::build(&cfg, &VarMap::new(), DType::F32, &Device::Cpu, &WeightsFile::EfficientNetLite0.path(), 1).unwrap_err();
     assert!(err.to_string().contains("distribution"), "{err}");
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod classify;
+mod cv;
 mod info;
 
 use std::path::PathBuf;
@@ -28,6 +29,39 @@ pub enum Command {
     },
     /// Version, compute device, threads and the status of each weights file.
     Info,
+    /// Cross-validate the small-data procedures (frozen backbone, cached features) on a CSV of
+    /// photos with scores; prints SRCC/PLCC per system as mean ± std over the folds.
+    Cv {
+        /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Systems, comma-separated: scnn-warp, scnn-center, scnn-local, dcnn, dma-stat, dma-fc, mp-avg, mp-min, mp-ada.
+        #[arg(long, value_delimiter = ',', default_value = "scnn-warp,scnn-local,dma-stat,dma-fc,mp-ada")]
+        systems: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 40)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Native-resolution patches cached per photo.
+        #[arg(long, default_value_t = 32)]
+        native: usize,
+        /// Aspect-preserving crops cached per photo.
+        #[arg(long, default_value_t = 16)]
+        arp: usize,
+        /// Feature cache folder (default: the user cache dir, keepers/features).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Write every fold's figures and the held-out predictions as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -53,6 +87,17 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::Classify { paths, top }) => classify::run(&paths, top),
         Some(Command::Info) => info::run(),
+        Some(Command::Cv { data, images, systems, folds, seed, epochs, lr, native, arp, cache, out }) => cv::run(cv::CvArgs {
+            data: &data,
+            images: images.as_deref(),
+            systems: &systems,
+            folds,
+            seed,
+            fit: crate::train::small_data::FitConfig { epochs, lr, seed, ..Default::default() },
+            plan: crate::train::features::FeaturePlan { native, arp, seed },
+            cache,
+            out: out.as_deref(),
+        }),
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         None => {
             eprintln!("The desktop app is not built yet; try `keepers classify assets/samples` or `keepers --help`.");

@@ -16,6 +16,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
+use super::init::Dropout;
 use super::pooling::{LrnConfig, local_response_norm, max_pool2d};
 
 /// Shape of one Arch-1 column.
@@ -70,6 +71,7 @@ pub struct Arch1Column {
     convs: Vec<Conv2d>,
     fc1: Linear,
     fc2: Linear,
+    dropout: Dropout,
 }
 
 impl Arch1Column {
@@ -85,7 +87,8 @@ impl Arch1Column {
         let side = cfg.conv_out_side();
         let fc1 = candle_nn::linear(cin * side * side, cfg.fc[0], vb.pp("fc1"))?;
         let fc2 = candle_nn::linear(cfg.fc[0], cfg.fc[1], vb.pp("fc2"))?;
-        Ok(Self { cfg: cfg.clone(), convs, fc1, fc2 })
+        let dropout = Dropout::for_path(cfg.dropout, &vb.prefix());
+        Ok(Self { cfg: cfg.clone(), convs, fc1, fc2, dropout })
     }
 
     pub fn config(&self) -> &Arch1Config {
@@ -119,7 +122,7 @@ impl Arch1Column {
         h = self.convs[2].forward(&h)?.relu()?;
         h = self.convs[3].forward(&h)?.relu()?;
         let h = h.flatten_from(1)?;
-        let drop = |t: Tensor| if train && self.cfg.dropout > 0.0 { candle_nn::ops::dropout(&t, self.cfg.dropout) } else { Ok(t) };
+        let drop = |t: Tensor| self.dropout.forward_t(&t, train);
         let h = drop(self.fc1.forward(&h)?.relu()?)?;
         drop(self.fc2.forward(&h)?.relu()?)
     }

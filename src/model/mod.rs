@@ -9,6 +9,7 @@
 //! - [`pointwise`]: fused inference ops (1x1 conv and stem with bias + ReLU6).
 //! - [`weights`]: shipped weights files, located and sha256-verified.
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
+//! - [`init`]: seeded weight initialisation and dropout (reproducible training).
 //! - [`views`]: the papers' views and patches (seeded), each with its rectangle in the photo.
 //! - [`systems`]: the seed systems by id (SCNN ... ARP-MPEMD), built from the pieces above.
 
@@ -19,6 +20,7 @@ pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod heads;
 pub mod imagenet;
+pub mod init;
 pub mod padding;
 pub mod pointwise;
 pub mod pooling;

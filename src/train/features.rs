@@ -11,8 +11,8 @@
 //!
 //! Each is the frozen ImageNet Lite0's pooled 1280-d feature (BatchNorm folded: the
 //! inference path, identical to the trainable column in evaluation mode up to float
-//! rounding). Patches are drawn per photo from `seed` and the photo's index-free key
-//! (its path), so a photo's features do not depend on which other photos are in the run.
+//! rounding). Patches are drawn per photo from `seed` and the photo's file name, so a
+//! photo's features depend neither on the other photos in the run nor on its folder.
 //!
 //! The cache is one safetensors file per photo and plan, named by the sha256 of (path, size,
 //! mtime, plan, weights sha256): a changed photo, plan or backbone never reads stale
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use crate::library::decode::load_rgb;
+use super::pipeline::{SkipReport, Skipped, load_checked};
 use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::systems::patches_tensor;
 use crate::model::views::{self, GlobalView, Patch, Rect};
@@ -48,7 +48,7 @@ impl Default for FeaturePlan {
 
 impl FeaturePlan {
     fn key(&self) -> String {
-        format!("v2-native{}-arp{}-seed{}", self.native, self.arp, self.seed)
+        format!("v3-native{}-arp{}-seed{}", self.native, self.arp, self.seed)
     }
 }
 
@@ -62,13 +62,6 @@ pub struct PhotoFeatures {
     pub arp: Tensor,
     pub arp_rects: Vec<Rect>,
     pub size: (u32, u32),
-}
-
-/// A photo that could not be used, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Skipped {
-    pub path: PathBuf,
-    pub reason: String,
 }
 
 fn cache_name(path: &Path, plan: &FeaturePlan, weights_sha: &str) -> Option<String> {
@@ -127,8 +120,11 @@ impl PhotoFeatures {
 
 /// The patches of one photo under `plan`, in the order warp, center, native..., arp...
 fn photo_patches(path: &Path, plan: &FeaturePlan) -> Result<(Vec<Patch>, (u32, u32)), String> {
-    let img = load_rgb(path).map_err(|e| e.to_string())?;
-    let path_hash = u64::from_str_radix(&sha256_hex(path.to_string_lossy().as_bytes())[..16], 16).unwrap_or(0);
+    let img = load_checked(path)?;
+    // Keyed by the file name (not the folder), so the same photo gets the same patches
+    // wherever the dataset lives.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let path_hash = u64::from_str_radix(&sha256_hex(name.as_bytes())[..16], 16).unwrap_or(0);
     let mut rng = SeededRng::new(plan.seed ^ path_hash);
     let mut v = vec![
         views::normalized_input(&img, GlobalView::Warp, 224, &mut rng),
@@ -149,12 +145,12 @@ pub fn extract(
     weights_sha: &str,
     cache: Option<&Path>,
     mut progress: impl FnMut(usize, usize),
-) -> candle_core::Result<(Vec<Option<PhotoFeatures>>, Vec<Skipped>)> {
+) -> candle_core::Result<(Vec<Option<PhotoFeatures>>, SkipReport)> {
     if let Some(dir) = cache {
         std::fs::create_dir_all(dir)?;
     }
     let mut out: Vec<Option<PhotoFeatures>> = vec![None; paths.len()];
-    let mut skipped = Vec::new();
+    let mut skipped = SkipReport { attempted: paths.len(), skipped: Vec::new() };
     let mut todo = Vec::new();
     for (i, p) in paths.iter().enumerate() {
         let cached = cache.zip(cache_name(p, plan, weights_sha)).map(|(d, n)| d.join(n));
@@ -172,7 +168,7 @@ pub fn extract(
             let (patches, size) = match d {
                 Ok(x) => x,
                 Err(reason) => {
-                    skipped.push(Skipped { path: paths[*i].clone(), reason });
+                    skipped.add(Skipped { index: *i, path: paths[*i].clone(), reason });
                     continue;
                 }
             };

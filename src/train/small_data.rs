@@ -18,27 +18,17 @@
 //! for quality scores, see [`super::losses`]); ARP-MPEMD uses MPEMD_ada (or _avg) of paper 004.
 
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Optimizer as _, VarMap};
+use candle_nn::VarMap;
 
+use super::data::Target;
 use super::features::PhotoFeatures;
 use super::losses;
+use super::optim::{AdamW, AdamWConfig, Optimizer as _, ParamGroup};
+use super::pipeline::permutation;
 use crate::model::heads::{HeadKind, Prediction};
 use crate::model::systems::{LossFamily, Mode, System, SystemId};
 use crate::model::views::GlobalView;
 use crate::rng::SeededRng;
-
-/// What one photo should be predicted as.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// A score (quality MOS, mean aesthetic score).
-    Score(f32),
-    /// A class index (binary: 1 = high quality / keep).
-    Label(u32),
-    /// A K-bin score histogram (normalised here).
-    Distribution(Vec<f32>),
-    /// Multi-hot tags.
-    Tags(Vec<bool>),
-}
 
 /// Paper 004's two multi-patch EMD objectives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +79,9 @@ impl Standardizer {
 
 /// `k` distinct indices below `n` (all of them, shuffled, when `k >= n`).
 fn choose(n: usize, k: usize, rng: &mut SeededRng) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in 0..k.min(n) {
-        let j = i + rng.below((n - i) as u64) as usize;
-        idx.swap(i, j);
-    }
-    idx.truncate(k.min(n));
-    idx
+    let mut v = permutation(n, rng);
+    v.truncate(k);
+    v
 }
 
 /// Column features for a batch of photos: `(images * groups, P, D)` and the group count.
@@ -151,54 +137,46 @@ pub fn inputs(sys: &System, feats: &[&PhotoFeatures], mode: Mode, test_groups: u
     Ok((Tensor::stack(&rows, 0)?, groups))
 }
 
-/// Target tensors for a batch, in the form the head's loss takes.
+/// Target tensors for a batch, in the form the head's loss takes: the score (standardised)
+/// for a quality head, the label for a binary head, the histogram for a distribution head,
+/// the style multi-hot for a style head. A sample without that field is an error naming it.
 fn target_tensor(kind: &HeadKind, targets: &[&Target], std: Option<&Standardizer>) -> Result<Tensor> {
     let dev = &Device::Cpu;
-    let bad = |t: &Target| candle_core::Error::Msg(format!("target {t:?} does not fit a {kind:?} head"));
+    let missing = |what: &str| candle_core::Error::Msg(format!("a {kind:?} head trains on {what}, which a sample lacks"));
+    let n = targets.len();
     match kind {
         HeadKind::Quality => {
             let s = std.ok_or_else(|| candle_core::Error::Msg("quality targets need a standardizer".into()))?;
             let v = targets
                 .iter()
-                .map(|t| match t {
-                    Target::Score(x) => Ok(s.forward(*x as f64) as f32),
-                    t => Err(bad(t)),
-                })
+                .map(|t| t.score.map(|x| s.forward(x) as f32).ok_or_else(|| missing("a score")))
                 .collect::<Result<Vec<_>>>()?;
             Tensor::new(v, dev)
         }
         HeadKind::Binary => {
             let v = targets
                 .iter()
-                .map(|t| match t {
-                    Target::Label(l) if *l < 2 => Ok(*l),
-                    t => Err(bad(t)),
-                })
+                .map(|t| t.label.filter(|&l| l < 2).map(|l| l as u32).ok_or_else(|| missing("a 0/1 label")))
                 .collect::<Result<Vec<_>>>()?;
             Tensor::new(v, dev)
         }
         HeadKind::Distribution { bins } => {
-            let mut v = Vec::new();
+            let mut v = Vec::with_capacity(n * bins);
             for t in targets {
-                match t {
-                    Target::Distribution(d) if d.len() == *bins => {
-                        let total: f32 = d.iter().sum();
-                        v.extend(d.iter().map(|x| x / total.max(1e-12)));
-                    }
-                    t => return Err(bad(t)),
-                }
+                let h = t.histogram.as_ref().filter(|h| h.len() == *bins).ok_or_else(|| missing(&format!("a {bins}-bin histogram")))?;
+                let total: f64 = h.iter().sum();
+                v.extend(h.iter().map(|x| (x / total.max(1e-12)) as f32));
             }
-            Tensor::from_vec(v, (targets.len(), *bins), dev)
+            Tensor::from_vec(v, (n, *bins), dev)
         }
         HeadKind::Styles { tags } => {
-            let mut v = Vec::new();
+            let mut v = Vec::with_capacity(n * tags.len());
             for t in targets {
-                match t {
-                    Target::Tags(m) if m.len() == tags.len() => v.extend(m.iter().map(|&b| b as u8 as f32)),
-                    t => return Err(bad(t)),
-                }
+                let m =
+                    t.styles.as_ref().filter(|m| m.len() == tags.len()).ok_or_else(|| missing(&format!("{} style flags", tags.len())))?;
+                v.extend(m.iter().map(|&b| b as u8 as f32));
             }
-            Tensor::from_vec(v, (targets.len(), tags.len()), dev)
+            Tensor::from_vec(v, (n, tags.len()), dev)
         }
     }
 }
@@ -266,9 +244,9 @@ pub fn batch_loss(sys: &System, feats: &Tensor, groups: usize, y: &Tensor, cfg: 
     }
 }
 
-/// Trains the variables of `varmap` that follow the column (every variable: in the
-/// small-data variant the column is not in the map's trainable set — pass a map holding only
-/// the aggregation and head). Returns the mean training loss of each epoch.
+/// Trains the variables of `varmap` that follow the column (aggregation layers, heads) with
+/// our AdamW; the column's variables stay as they are. Returns the mean training loss of
+/// each epoch; `progress(epoch, loss)` returning false stops early (cancellation).
 pub fn fit(
     sys: &System,
     varmap: &VarMap,
@@ -277,8 +255,11 @@ pub fn fit(
     cfg: &FitConfig,
     mut progress: impl FnMut(usize, f64) -> bool,
 ) -> Result<Vec<f64>> {
-    let params = candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() };
-    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params)?;
+    // Only what follows the column trains: the column's variables are left out.
+    let column: Vec<String> = sys.pretrained_prefixes().into_iter().chain(sys.frozen_prefixes()).map(|p| format!("{p}.")).collect();
+    let group = ParamGroup::from_varmap("head", varmap, |n| !column.iter().any(|p| n.starts_with(p)));
+    let mut opt = AdamW::new(vec![group], AdamWConfig { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() })
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut rng = SeededRng::new(cfg.seed);
     let mut history = Vec::new();
     for epoch in 0..cfg.epochs {
@@ -291,7 +272,7 @@ pub fn fit(
             let (x, groups) = inputs(sys, &feats, Mode::Train, cfg.test_groups, &mut rng)?;
             let y = target_tensor(sys.head_kind(), &targets, std)?;
             let loss = batch_loss(sys, &x, groups, &y, cfg, &mut rng)?;
-            opt.backward_step(&loss)?;
+            opt.step(&loss.backward()?).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             batches += 1;
         }

@@ -48,6 +48,7 @@ pub use column::{Column, ColumnKind, ColumnOut, load_lite0_into, patches_tensor}
 
 use crate::model::aggregation::{Statistic, sorting_layer, statistics_layer};
 use crate::model::heads::{Head, HeadKind, Prediction};
+use crate::model::init::{Dropout, seeded_init};
 use crate::model::views::{self, GlobalView, Patch, Rect};
 use crate::rng::SeededRng;
 
@@ -301,6 +302,7 @@ enum Network {
         column: Column,
         stats: bool,
         aggregate: Linear,
+        dropout: Dropout,
         head: Head,
         patch_head: Head,
     },
@@ -350,6 +352,7 @@ impl System {
                     column: Column::new(&cfg.column, vb.pp("column"))?,
                     stats,
                     aggregate: candle_nn::linear(agg_in, cfg.aggregation_dim, vb.pp("aggregate"))?,
+                    dropout: Dropout::for_path(cfg.dropout, &vb.pp("aggregate").prefix()),
                     head: head(vb.clone(), cfg.aggregation_dim)?,
                     patch_head: Head::new(cfg.head.clone(), d, vb.pp("patch_head"))?,
                 }
@@ -380,12 +383,22 @@ impl System {
         Ok(Self { cfg: cfg.clone(), net })
     }
 
-    /// Builds the system with fresh variables in `varmap` and copies the ImageNet weights
-    /// (`lite0`, sha256-verified) into every pre-trained column.
-    pub fn build(cfg: &SystemConfig, varmap: &VarMap, dtype: DType, device: &Device, lite0: &std::path::Path) -> anyhow::Result<Self> {
+    /// Builds the system with fresh variables in `varmap`, initialised from `seed`
+    /// ([`crate::model::init::seeded_init`]), and copies the ImageNet weights (`lite0`,
+    /// sha256-verified) into every pre-trained column.
+    pub fn build(
+        cfg: &SystemConfig,
+        varmap: &VarMap,
+        dtype: DType,
+        device: &Device,
+        lite0: &std::path::Path,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         let sys = Self::new(cfg, VarBuilder::from_varmap(varmap, dtype, device))?;
-        for prefix in sys.pretrained_prefixes() {
-            load_lite0_into(varmap, &prefix, lite0)?;
+        let pretrained = sys.pretrained_prefixes();
+        seeded_init(varmap, &pretrained, seed)?;
+        for prefix in &pretrained {
+            load_lite0_into(varmap, prefix, lite0)?;
         }
         Ok(sys)
     }
@@ -591,7 +604,6 @@ impl System {
 
     fn after_columns(&self, feats: &Tensor, extra: Option<&Tensor>, images: usize, groups: usize, train: bool) -> Result<SystemOutput> {
         let kind = &self.cfg.head;
-        let drop = |t: Tensor| if train && self.cfg.dropout > 0.0 { candle_nn::ops::dropout(&t, self.cfg.dropout) } else { Ok(t) };
         let (rows, p, d) = feats.dims3()?;
         if rows != images * groups {
             candle_core::bail!("{rows} feature rows for {images} photos x {groups} groups");
@@ -606,12 +618,12 @@ impl System {
                 let group_raw = head.forward(&Tensor::cat(&parts, 1)?)?;
                 Ok(SystemOutput { raw: average_groups(kind, &group_raw, images, groups)?, group_raw, patch_raw: None, map: None })
             }
-            Network::Dma { stats, aggregate, head, patch_head, .. } => {
+            Network::Dma { stats, aggregate, dropout, head, patch_head, .. } => {
                 if !stats && p != self.cfg.patches {
                     candle_core::bail!("DMA-fc was built for bags of {} patches, got {p}", self.cfg.patches);
                 }
                 let agg = if *stats { statistics_layer(feats, &Statistic::DMA)? } else { sorting_layer(feats)? };
-                let v = drop(aggregate.forward(&agg)?.relu()?)?;
+                let v = dropout.forward_t(&aggregate.forward(&agg)?.relu()?, train)?;
                 let group_raw = head.forward(&v)?;
                 let patch_raw = patch_head.forward(feats)?;
                 Ok(SystemOutput {
