@@ -199,13 +199,13 @@ pub fn cr3_tiff_blocks(data: &[u8]) -> Vec<([u8; 4], &[u8])> {
     cr3_canon_boxes(data).into_iter().filter(|b| b.kind.starts_with(b"CMT")).map(|b| (b.kind, &data[b.payload])).collect()
 }
 
-/// A `PRVW` / `THMB` box: the JPEG follows a small header; its length is the u32 just before it.
+/// A `PRVW` / `THMB` box: the JPEG follows a small header (its size field sits at a different place in
+/// each box) and runs to the end of the box; decoders stop at its end-of-image marker.
 fn cr3_jpeg_in(data: &[u8], payload: Range<usize>, orientation: Option<u8>) -> Option<PreviewLocation> {
     let body = data.get(payload.clone())?;
     let at = body.windows(3).take(64).position(|w| w == [0xFF, 0xD8, 0xFF])?;
     let start = payload.start + at;
-    let len = if at >= 4 { u32::from_be_bytes(body[at - 4..at].try_into().unwrap()) as usize } else { payload.end - start };
-    candidate(data, start as u64, len.min(payload.end - start) as u64, orientation)
+    candidate(data, start as u64, (payload.end - start) as u64, orientation)
 }
 
 fn cr3_preview(data: &[u8]) -> Option<PreviewLocation> {
