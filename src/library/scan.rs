@@ -182,6 +182,20 @@ fn examine_file(path: PathBuf, meta: &std::fs::Metadata) -> Found {
     }
 }
 
+/// Looks at one file as the scan does: `Ok(Some)` a photo, `Ok(None)` not a photo (ignored), `Err` a
+/// problem to report (gone, unreadable, empty, unsupported...).
+pub fn examine(path: &Path) -> Result<Option<ScanFile>, ScanIssue> {
+    let meta = std::fs::metadata(path).map_err(|e| match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() && e.kind() == io::ErrorKind::NotFound => ScanIssue { path: path.to_owned(), kind: IssueKind::BrokenLink },
+        _ => issue_for(path, &e),
+    })?;
+    match examine_file(path.to_owned(), &meta) {
+        Found::File(f) => Ok(Some(f)),
+        Found::Issue(i) => Err(i),
+        Found::Skip => Ok(None),
+    }
+}
+
 /// Pairs RAW + JPEG files with the same stem (case-insensitive) in one folder; everything else is an item
 /// of its own. Keeps name order.
 pub fn pair_files(files: Vec<ScanFile>) -> Vec<ScanItem> {
