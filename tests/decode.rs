@@ -37,7 +37,14 @@ fn exif_orientation_all_eight() {
     let (w, h) = (96u32, 48u32);
     let base = encode_jpeg(&quadrants(w, h), 95);
     for o in 1..=8u16 {
-        let exif = exif_block(&ExifSpec { make: "Canon", model: "EOS R6", orientation: Some(o), date_time_original: None, subsec: None, serial: None });
+        let exif = exif_block(&ExifSpec {
+            make: "Canon",
+            model: "EOS R6",
+            orientation: Some(o),
+            date_time_original: None,
+            subsec: None,
+            serial: None,
+        });
         let p = write(dir.path(), &format!("o{o}.jpg"), &with_exif(&base, &exif));
         for size in [Size::Full, Size::Fit(24)] {
             let d = decode_path(&p, size).unwrap();
@@ -49,7 +56,11 @@ fn exif_orientation_all_eight() {
                 Size::Full => 1.0,
                 Size::Fit(f) => f as f32 / w.max(h) as f32,
             };
-            assert_eq!((img.width(), img.height()), ((ew as f32 * s).round() as u32, (eh as f32 * s).round() as u32), "orientation {o} {size:?}");
+            assert_eq!(
+                (img.width(), img.height()),
+                ((ew as f32 * s).round() as u32, (eh as f32 * s).round() as u32),
+                "orientation {o} {size:?}"
+            );
             let (iw, ih) = img.dimensions();
             let r = (iw.min(ih) / 8).max(1);
             let corners = [(r, r), (iw - 1 - r, r), (r, ih - 1 - r), (iw - 1 - r, ih - 1 - r)];
@@ -78,7 +89,8 @@ fn reduced_decode_matches_full_decode_and_resize() {
         assert_eq!(d.image.dimensions(), (tw, th), "fit {fit}");
         assert_eq!((d.full_width, d.full_height), (1600, 1200));
         let reference = image::imageops::resize(&full.image, tw, th, image::imageops::FilterType::Triangle);
-        let diff: f64 = d.image.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / reference.as_raw().len() as f64;
+        let diff: f64 = d.image.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+            / reference.as_raw().len() as f64;
         assert!(diff < 6.0, "fit {fit}: mean abs difference {diff:.2} from full decode + resize");
     }
     // Never enlarged.
@@ -89,7 +101,11 @@ fn reduced_decode_matches_full_decode_and_resize() {
 fn png_tiff_webp_decode() {
     let dir = tempfile::tempdir().unwrap();
     let img = quadrants(64, 40);
-    let cases = [("q.png", image::ImageFormat::Png, Format::Png), ("q.tif", image::ImageFormat::Tiff, Format::Tiff), ("q.webp", image::ImageFormat::WebP, Format::WebP)];
+    let cases = [
+        ("q.png", image::ImageFormat::Png, Format::Png),
+        ("q.tif", image::ImageFormat::Tiff, Format::Tiff),
+        ("q.webp", image::ImageFormat::WebP, Format::WebP),
+    ];
     for (name, ifmt, fmt) in cases {
         let p = dir.path().join(name);
         img.save_with_format(&p, ifmt).unwrap();

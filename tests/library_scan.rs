@@ -60,10 +60,8 @@ fn recursive_scan_pairs_and_reports() {
     write(&r.join("2024/day2/.hidden.jpg"), &jpeg(8, 8));
     write(&r.join(".thumbnails/x.jpg"), &jpeg(8, 8));
     let (items, issues, summary) = scan_all(r);
-    let names: Vec<(String, Option<String>, Format)> = items
-        .iter()
-        .map(|i: &ScanItem| (rel(r, i.path()), i.companion.as_ref().map(|c| rel(r, &c.path)), i.primary.format))
-        .collect();
+    let names: Vec<(String, Option<String>, Format)> =
+        items.iter().map(|i: &ScanItem| (rel(r, i.path()), i.companion.as_ref().map(|c| rel(r, &c.path)), i.primary.format)).collect();
     assert_eq!(
         names,
         vec![

@@ -34,7 +34,8 @@ fn check(path: &Path, kind: RawKind, pw: u32, ph: u32, orientation: u8, preview:
     assert_eq!(d.image.dimensions(), (ew, eh), "{}", path.display());
     if orientation == 1 {
         // The pixels are the preview's.
-        let diff: f64 = d.image.as_raw().iter().zip(preview.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / preview.as_raw().len() as f64;
+        let diff: f64 = d.image.as_raw().iter().zip(preview.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+            / preview.as_raw().len() as f64;
         assert!(diff < 8.0, "{}: mean abs difference {diff}", path.display());
     }
     let t = decode_path(path, Size::Fit(64)).unwrap();
@@ -102,8 +103,10 @@ fn nef_preview_in_subifd() {
     let mut b = TiffBuilder::new();
     let p = b.blob(encode_jpeg(&preview, 90));
     let cfa = b.blob(vec![0x11; 8192]);
-    let sub_preview = b.ifd(vec![(0xFE, Val::Long(vec![1])), (0x103, Val::Short(vec![6])), (0x201, Val::BlobOffset(p)), (0x202, Val::BlobLen(p))]);
-    let sub_raw = b.ifd(vec![(0xFE, Val::Long(vec![0])), (0x103, Val::Short(vec![1])), (0x111, Val::BlobOffset(cfa)), (0x117, Val::BlobLen(cfa))]);
+    let sub_preview =
+        b.ifd(vec![(0xFE, Val::Long(vec![1])), (0x103, Val::Short(vec![6])), (0x201, Val::BlobOffset(p)), (0x202, Val::BlobLen(p))]);
+    let sub_raw =
+        b.ifd(vec![(0xFE, Val::Long(vec![0])), (0x103, Val::Short(vec![1])), (0x111, Val::BlobOffset(cfa)), (0x117, Val::BlobLen(cfa))]);
     let ifd0 = b.ifd(vec![
         (0x10F, Val::Ascii("NIKON CORPORATION".into())),
         (0x110, Val::Ascii("NIKON Z 6_2".into())),
@@ -123,8 +126,10 @@ fn dng_preview_next_to_lossless_raw() {
     let mut b = TiffBuilder::new();
     let raw = b.blob(lossless_jpeg_stub(6016, 4016));
     let p = b.blob(encode_jpeg(&preview, 90));
-    let sub_raw = b.ifd(vec![(0xFE, Val::Long(vec![0])), (0x103, Val::Short(vec![7])), (0x111, Val::BlobOffset(raw)), (0x117, Val::BlobLen(raw))]);
-    let sub_prev = b.ifd(vec![(0xFE, Val::Long(vec![1])), (0x103, Val::Short(vec![7])), (0x111, Val::BlobOffset(p)), (0x117, Val::BlobLen(p))]);
+    let sub_raw =
+        b.ifd(vec![(0xFE, Val::Long(vec![0])), (0x103, Val::Short(vec![7])), (0x111, Val::BlobOffset(raw)), (0x117, Val::BlobLen(raw))]);
+    let sub_prev =
+        b.ifd(vec![(0xFE, Val::Long(vec![1])), (0x103, Val::Short(vec![7])), (0x111, Val::BlobOffset(p)), (0x117, Val::BlobLen(p))]);
     let ifd0 = b.ifd(vec![
         (0xFE, Val::Long(vec![1])),
         (0x103, Val::Short(vec![1])),
@@ -173,7 +178,10 @@ fn raf_preview_from_header_offsets() {
     let path = write(dir.path(), "DSCF0001.RAF", &f);
     check(&path, RawKind::Raf, 400, 600, 8, &preview);
     let s = read_summary(&path, Format::Raw(RawKind::Raf)).unwrap();
-    assert_eq!((s.make.as_deref(), s.date_time_original.as_deref(), s.subsec.as_deref()), (Some("FUJIFILM"), Some("2023:12:24 18:00:01"), Some("5")));
+    assert_eq!(
+        (s.make.as_deref(), s.date_time_original.as_deref(), s.subsec.as_deref()),
+        (Some("FUJIFILM"), Some("2023:12:24 18:00:01"), Some("5"))
+    );
 }
 
 fn bmff(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -195,7 +203,11 @@ fn cr3_prvw_box_and_cmt_metadata() {
     let i = c1.ifd(vec![(0x10F, Val::Ascii("Canon".into())), (0x110, Val::Ascii("Canon EOS R5".into())), (0x112, Val::Short(vec![8]))]);
     c1.chain = vec![i];
     let mut c2 = TiffBuilder::new();
-    let i = c2.ifd(vec![(0x9003, Val::Ascii("2025:03:14 15:09:26".into())), (0x9291, Val::Ascii("53".into())), (0xA431, Val::Ascii("012345678901".into()))]);
+    let i = c2.ifd(vec![
+        (0x9003, Val::Ascii("2025:03:14 15:09:26".into())),
+        (0x9291, Val::Ascii("53".into())),
+        (0xA431, Val::Ascii("012345678901".into())),
+    ]);
     c2.chain = vec![i];
     let mut thmb = vec![0, 0, 0, 0];
     thmb.extend_from_slice(&160u16.to_be_bytes());

@@ -186,7 +186,9 @@ fn examine_file(path: PathBuf, meta: &std::fs::Metadata) -> Found {
 /// problem to report (gone, unreadable, empty, unsupported...).
 pub fn examine(path: &Path) -> Result<Option<ScanFile>, ScanIssue> {
     let meta = std::fs::metadata(path).map_err(|e| match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() && e.kind() == io::ErrorKind::NotFound => ScanIssue { path: path.to_owned(), kind: IssueKind::BrokenLink },
+        Ok(m) if m.file_type().is_symlink() && e.kind() == io::ErrorKind::NotFound => {
+            ScanIssue { path: path.to_owned(), kind: IssueKind::BrokenLink }
+        }
         _ => issue_for(path, &e),
     })?;
     match examine_file(path.to_owned(), &meta) {

@@ -196,6 +196,10 @@ impl ThumbCache {
         std::fs::create_dir_all(parent).map_err(err)?;
         let tmp = parent.join(format!(".{}-{}.tmp", std::process::id(), self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&tmp, &jpeg[..]).map_err(err)?;
+        // The LRU clock: the same precise clock as `get` uses (new files get the kernel's coarse one).
+        if let Ok(f) = std::fs::File::options().write(true).open(&tmp) {
+            let _ = f.set_modified(SystemTime::now());
+        }
         if let Err(e) = std::fs::rename(&tmp, &file) {
             let _ = std::fs::remove_file(&tmp);
             return Err(err(e));

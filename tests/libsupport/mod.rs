@@ -215,7 +215,8 @@ pub fn exif_block(s: &ExifSpec) -> Vec<u8> {
         exif.push((0xA431, Val::Ascii(d.into())));
     }
     let exif_ifd = 1;
-    let mut ifd0 = vec![(0x010F, Val::Ascii(s.make.into())), (0x0110, Val::Ascii(s.model.into())), (0x8769, Val::IfdOffsets(vec![exif_ifd]))];
+    let mut ifd0 =
+        vec![(0x010F, Val::Ascii(s.make.into())), (0x0110, Val::Ascii(s.model.into())), (0x8769, Val::IfdOffsets(vec![exif_ifd]))];
     if let Some(o) = s.orientation {
         ifd0.push((0x0112, Val::Short(vec![o])));
     }
@@ -272,7 +273,13 @@ pub fn run_unprivileged_if_root(child_test: &str, env: &[(&str, &Path)]) -> bool
     }
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&exe).args(["--exact", child_test, "--ignored", "--test-threads=1", "--nocapture"]);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&exe).args([
+        "--exact",
+        child_test,
+        "--ignored",
+        "--test-threads=1",
+        "--nocapture",
+    ]);
     for (k, v) in env {
         cmd.env(k, v);
     }
