@@ -395,7 +395,7 @@ impl DbWorker {
                 DecisionChange::Unflag => d.unflag(prior),
             }
             self.lib.set_decision(id, &d, prior)?;
-            let companion = self.order.iter().find(|(i, _)| *i == id).and_then(|(_, it)| it.companion.as_ref().map(|c| c.path.clone()));
+            let companion = self.lib.companion(id)?;
             let written = self.write_sidecars(id, path, companion.as_deref(), &d)?;
             self.send(AlbumEvent::DecisionSaved { path: path.to_owned(), decision: d, sidecar_written: written });
             Ok(())

@@ -275,6 +275,13 @@ impl Library {
         self.conn.query_row("SELECT id FROM photos WHERE path = ?1", [path_text(path)], |r| r.get(0)).optional().map_err(|e| self.err(e))
     }
 
+    /// The JPEG twin stored with photo `id` (RAW+JPEG pairs).
+    pub fn companion(&self, id: i64) -> Result<Option<PathBuf>, DbError> {
+        let c: Option<Option<String>> =
+            self.conn.query_row("SELECT companion FROM photos WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        Ok(c.flatten().map(PathBuf::from))
+    }
+
     /// Every stored photo under folder `root` (recursively), in path order, with decisions.
     pub fn photos_under(&self, root: &Path) -> Result<Vec<PhotoRow>, DbError> {
         let mut lo = path_text(root);
