@@ -57,7 +57,7 @@ pub fn library(dir: &Path, max_files: usize, side: u32) -> anyhow::Result<ExitCo
     let jpegs: Vec<PathBuf> =
         items.iter().map(|i| i.display()).filter(|f| f.format == Format::Jpeg).map(|f| f.path.clone()).take(max_files).collect();
     if jpegs.is_empty() {
-        println!("no JPEG files: no decode figures");
+        println!("no decode figures ({})", if max_files == 0 { "--max-files 0" } else { "no JPEG files" });
         return Ok(ExitCode::SUCCESS);
     }
     let tmp = std::env::temp_dir().join(format!("keepers-bench-library-{}", std::process::id()));
