@@ -159,7 +159,7 @@ fn read_prefix(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
 pub fn read_summary(path: &Path, format: Format) -> std::io::Result<ExifSummary> {
     const PREFIX: u64 = 1 << 20;
     Ok(match format {
-        Format::Jpeg => summary_from_jpeg(&read_prefix(path, 256 << 10)?),
+        Format::Jpeg => summary_from_jpeg(&read_prefix(path, 128 << 10)?),
         Format::Png | Format::WebP => ExifSummary::default(),
         Format::Raw(RawKind::Cr3) => summary_from_cr3(&read_prefix(path, 4 * PREFIX)?),
         Format::Raw(RawKind::Raf) => {
