@@ -5,14 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests need (none yet beyond a C compiler; the UI tests will add
-# xvfb and mesa-vulkan-drivers here).
-need=()
-command -v cc >/dev/null 2>&1 || need+=(gcc)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${need[@]}"
-fi
+# System packages the build needs (C compiler, cmake, nasm): installed when missing. The UI
+# tests will add xvfb and mesa-vulkan-drivers. The permission tests use setpriv (util-linux)
+# when run as root.
+source scripts/deps.sh
 
 cargo test --release --locked "$@"

@@ -2,6 +2,7 @@
 //! errors once, at this edge, with `anyhow` context naming the file involved.
 
 mod bench;
+mod bench_library;
 mod classify;
 mod cv;
 mod info;
@@ -80,6 +81,16 @@ pub enum BenchWhat {
         #[arg(long)]
         inference_only: bool,
     },
+    /// Album library speed on DIR: scan files/s, thumbnails/s (cold, warm cache), full decode MP/s vs djpeg.
+    Library {
+        dir: PathBuf,
+        /// Most JPEG files used for the decode figures.
+        #[arg(long, default_value_t = 200)]
+        max_files: usize,
+        /// Thumbnail long side in pixels.
+        #[arg(long, default_value_t = crate::library::thumbs::DEFAULT_SIDE)]
+        side: u32,
+    },
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -99,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             out: out.as_deref(),
         }),
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
+        Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
         None => {
             eprintln!("The desktop app is not built yet; try `keepers classify assets/samples` or `keepers --help`.");
             Ok(std::process::ExitCode::from(2))
