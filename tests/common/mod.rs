@@ -35,3 +35,19 @@ impl Rng {
         Tensor::from_vec(v, shape, &Device::Cpu)
     }
 }
+
+/// The LIVE In the Wild Challenge data (`labels.csv`, `images/`): `$KEEPERS_LIVEC`, else
+/// `../shared/data/livec` beside the checkout, else `/work/shared/data/livec`. Panics with
+/// the places it looked: these tests need the real photos and must not pass without them.
+pub fn livec_dir() -> std::path::PathBuf {
+    let candidates: Vec<std::path::PathBuf> = std::env::var_os("KEEPERS_LIVEC")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/livec"), "/work/shared/data/livec".into()])
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.join("labels.csv").is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("LIVE Challenge data not found; looked in {candidates:?} (set KEEPERS_LIVEC)"))
+}
