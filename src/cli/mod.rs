@@ -50,6 +50,9 @@ pub enum Command {
         epochs: usize,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
+        /// AdamW's decoupled weight decay.
+        #[arg(long, default_value_t = 1e-4)]
+        weight_decay: f64,
         /// Native-resolution patches cached per photo.
         #[arg(long, default_value_t = 32)]
         native: usize,
@@ -98,17 +101,19 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::Classify { paths, top }) => classify::run(&paths, top),
         Some(Command::Info) => info::run(),
-        Some(Command::Cv { data, images, systems, folds, seed, epochs, lr, native, arp, cache, out }) => cv::run(cv::CvArgs {
-            data: &data,
-            images: images.as_deref(),
-            systems: &systems,
-            folds,
-            seed,
-            fit: crate::train::small_data::FitConfig { epochs, lr, seed, ..Default::default() },
-            plan: crate::train::features::FeaturePlan { native, arp, seed },
-            cache,
-            out: out.as_deref(),
-        }),
+        Some(Command::Cv { data, images, systems, folds, seed, epochs, lr, weight_decay, native, arp, cache, out }) => {
+            cv::run(cv::CvArgs {
+                data: &data,
+                images: images.as_deref(),
+                systems: &systems,
+                folds,
+                seed,
+                fit: crate::train::small_data::FitConfig { epochs, lr, weight_decay, seed, ..Default::default() },
+                plan: crate::train::features::FeaturePlan { native, arp, seed },
+                cache,
+                out: out.as_deref(),
+            })
+        }
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
         None => {
