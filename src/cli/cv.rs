@@ -37,13 +37,11 @@ pub fn system_by_name(name: &str) -> anyhow::Result<SystemConfig> {
     Ok(SystemConfig { view, ..SystemConfig::new(id, ColumnKind::Lite0, HeadKind::Quality) })
 }
 
+/// `<platform cache dir>/features` (as the thumbnail cache sits in `<cache dir>/thumbnails`).
 pub fn default_cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("keepers")
-        .join("features")
+    directories::ProjectDirs::from("", "", "keepers")
+        .map(|d| d.cache_dir().join("features"))
+        .unwrap_or_else(|| std::env::temp_dir().join("keepers-features"))
 }
 
 pub struct CvArgs<'a> {
@@ -88,7 +86,13 @@ pub fn run(a: CvArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let kept: Vec<usize> = (0..paths.len()).filter(|&i| feats[i].is_some()).collect();
     if kept.len() < a.folds * 2 {
-        bail!("only {} of {} photos could be read; {} folds need at least {} (is --images right?)", kept.len(), paths.len(), a.folds, a.folds * 2);
+        bail!(
+            "only {} of {} photos could be read; {} folds need at least {} (is --images right?)",
+            kept.len(),
+            paths.len(),
+            a.folds,
+            a.folds * 2
+        );
     }
     let feats: Vec<&PhotoFeatures> = kept.iter().map(|&i| feats[i].as_ref().unwrap()).collect();
     let scores: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
