@@ -44,38 +44,11 @@ pub struct Preview {
     pub orientation: Option<u8>,
 }
 
-/// Width, height and SOF marker of a JPEG stream (scans markers up to the first SOF).
+/// Width, height and SOF marker of a JPEG stream (from its first SOF segment).
 pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u32, u32, u8)> {
-    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
-        return None;
-    }
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let m = jpeg[i + 1];
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        if matches!(m, 0xD8 | 0x01 | 0xD0..=0xD7) {
-            i += 2;
-            continue;
-        }
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
-            let s = jpeg.get(i + 4..i + 9)?;
-            let h = u16::from_be_bytes([s[1], s[2]]) as u32;
-            let w = u16::from_be_bytes([s[3], s[4]]) as u32;
-            return Some((w, h, m));
-        }
-        if m == 0xDA || len < 2 {
-            return None;
-        }
-        i += 2 + len;
-    }
-    None
+    let (m, s) = tiff::jpeg_segments(jpeg).find(|(m, _)| matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC))?;
+    let s = s.get(..5)?;
+    Some((u16::from_be_bytes([s[3], s[4]]) as u32, u16::from_be_bytes([s[1], s[2]]) as u32, m))
 }
 
 /// Accepts a candidate range if it holds a displayable (baseline / extended / progressive) JPEG.

@@ -140,35 +140,44 @@ pub fn find(entries: &[Entry], tag: u16) -> Option<&Entry> {
     entries.iter().find(|e| e.tag == tag)
 }
 
-/// The TIFF block of a JPEG's `Exif\0\0` APP1 segment, if any (scans markers up to the image data).
+/// The header segments of a JPEG stream, `(marker, payload)`, in order, up to the image data
+/// (start of scan or end of image); stops at the first malformed marker. Standalone markers
+/// (SOI, TEM, RSTn) carry no payload and are skipped.
+pub fn jpeg_segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let valid = jpeg.len() >= 4 && jpeg[0] == 0xFF && jpeg[1] == 0xD8;
+    let mut i = if valid { 2 } else { jpeg.len() };
+    std::iter::from_fn(move || {
+        while i + 4 <= jpeg.len() {
+            if jpeg[i] != 0xFF {
+                return None;
+            }
+            let marker = jpeg[i + 1];
+            if marker == 0xFF {
+                i += 1;
+                continue;
+            }
+            if matches!(marker, 0xD8 | 0x01 | 0xD0..=0xD7) {
+                i += 2;
+                continue;
+            }
+            if marker == 0xDA || marker == 0xD9 {
+                return None;
+            }
+            let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+            if len < 2 {
+                return None;
+            }
+            let seg = jpeg.get(i + 4..i + 2 + len)?;
+            i += 2 + len;
+            return Some((marker, seg));
+        }
+        None
+    })
+}
+
+/// The TIFF block of a JPEG's `Exif\0\0` APP1 segment, if any.
 pub fn jpeg_exif(jpeg: &[u8]) -> Option<&[u8]> {
-    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
-        return None;
-    }
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let marker = jpeg[i + 1];
-        if marker == 0xFF {
-            i += 1;
-            continue;
-        }
-        if marker == 0xDA || marker == 0xD9 {
-            return None;
-        }
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if len < 2 {
-            return None;
-        }
-        let seg = jpeg.get(i + 4..i + 2 + len)?;
-        if marker == 0xE1 && seg.starts_with(b"Exif\0\0") {
-            return Some(&seg[6..]);
-        }
-        i += 2 + len;
-    }
-    None
+    jpeg_segments(jpeg).find(|(m, seg)| *m == 0xE1 && seg.starts_with(b"Exif\0\0")).map(|(_, seg)| &seg[6..])
 }
 
 /// EXIF orientation (1..=8) from IFD0 of a TIFF block; `None` when absent or out of range.
