@@ -1,4 +1,4 @@
-//! The `keepers` binary: command line now, the desktop app with no subcommand (later).
+//! The `keepers` binary: the desktop app with no subcommand (or a folder), the command line otherwise.
 
 use clap::Parser;
 

@@ -12,10 +12,18 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "keepers", version, about = "Photo culling with multi-patch aesthetic and quality networks")]
+#[command(
+    name = "keepers",
+    version,
+    about = "Photo culling with multi-patch aesthetic and quality networks",
+    long_about = "Photo culling with multi-patch aesthetic and quality networks.\n\nWith no subcommand, opens the desktop app (on PATH when given).",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Folder of photos to open in the desktop app.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,8 +125,13 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
         None => {
-            eprintln!("The desktop app is not built yet; try `keepers classify assets/samples` or `keepers --help`.");
-            Ok(std::process::ExitCode::from(2))
+            if let Some(p) = &cli.path
+                && !p.is_dir()
+            {
+                anyhow::bail!("{}: not a folder (keepers PATH opens a folder of photos)", p.display());
+            }
+            crate::app::run(crate::app::AppOptions::platform(cli.path)?)?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

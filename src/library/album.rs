@@ -64,6 +64,8 @@ pub enum DecisionChange {
     Pick,
     Reject,
     Unflag,
+    /// Puts back a whole earlier decision (undo / redo).
+    Restore(Decision),
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +395,12 @@ impl DbWorker {
                     d.mark_rejected();
                 }
                 DecisionChange::Unflag => d.unflag(prior),
+                DecisionChange::Restore(r) => {
+                    if r.is_rejected() && !d.is_rejected() {
+                        prior = d.rating.filter(|r| *r >= 0).map(|r| r as u8);
+                    }
+                    d = r;
+                }
             }
             self.lib.set_decision(id, &d, prior)?;
             let companion = self.lib.companion(id)?;

@@ -1,0 +1,826 @@
+//! The desktop app (eframe + egui, wgpu renderer): open a shoot, score it in the background, inspect
+//! why, cull at keyboard speed.
+//!
+//! Layout of this module:
+//! - [`state`]: the album as the app sees it (pure logic: filter, sort, bursts, undo).
+//! - [`settings`]: what is saved between runs.
+//! - [`commands`]: what panels ask for, and the keyboard map.
+//! - [`textures`]: thumbnails and loupe previews on the GPU.
+//! - [`grid`], [`loupe`], [`panels`]: drawing; they return commands, never mutate the album.
+//! - [`style`]: the dark theme.
+//!
+//! Threads: the UI thread only draws and applies commands. The [`AlbumHandle`] (scan, thumbnails,
+//! database, sidecars) and the [`Scoring`] worker (models) run on their own threads and wake the UI
+//! with `request_repaint`; previews decode on another. Nothing here waits on any of them.
+
+pub mod commands;
+pub mod grid;
+pub mod loupe;
+pub mod panels;
+pub mod screenshot;
+pub mod settings;
+pub mod state;
+pub mod style;
+pub mod textures;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use egui::TextureHandle;
+
+use crate::library::album::{AlbumConfig, AlbumEvent, AlbumHandle, DecisionChange};
+use crate::library::db::Library;
+use crate::library::thumbs::{self, ThumbCache};
+use crate::worker::scoring::{ScoreEvent, ScoreRequest, Scoring, ScoringConfig};
+use commands::{Command, View};
+use settings::Settings;
+use state::{AlbumState, Photo, ScoreState, ThumbState};
+use textures::Previews;
+
+/// Where the app keeps its state, and what it starts with. Tests point every location at a temporary
+/// folder.
+pub struct AppOptions {
+    /// Album to open at start.
+    pub open: Option<PathBuf>,
+    /// Folder of `settings.json`; `None`: settings are not saved.
+    pub config_dir: Option<PathBuf>,
+    pub db_path: PathBuf,
+    pub thumb_dir: PathBuf,
+    /// Run the scoring worker (models); off in UI tests that do not need scores.
+    pub scoring: bool,
+    /// Long side of loupe previews (the texture limit caps it).
+    pub preview_side: u32,
+}
+
+impl AppOptions {
+    /// The platform's config, data and cache folders.
+    pub fn platform(open: Option<PathBuf>) -> anyhow::Result<AppOptions> {
+        let no_dir = || anyhow::anyhow!("this platform has no home folder for Keepers' settings and library");
+        Ok(AppOptions {
+            open,
+            config_dir: Some(Settings::default_dir().ok_or_else(no_dir)?),
+            db_path: Library::default_path().ok_or_else(no_dir)?,
+            thumb_dir: ThumbCache::default_dir().ok_or_else(no_dir)?,
+            scoring: true,
+            preview_side: 8192,
+        })
+    }
+}
+
+/// Runs the desktop app until its window closes.
+pub fn run(opts: AppOptions) -> anyhow::Result<()> {
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Keepers")
+            .with_app_id("keepers")
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([800.0, 500.0])
+            .with_drag_and_drop(true),
+        persistence_path: opts.config_dir.as_ref().map(|d| d.join("window.ron")),
+        ..Default::default()
+    };
+    eframe::run_native("Keepers", native, Box::new(move |cc| Ok(Box::new(KeepersApp::new(&cc.egui_ctx, opts)))))
+        .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageKind {
+    Error,
+    Info,
+}
+
+/// A banner the user reads once and dismisses.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub text: String,
+    /// Offer "Retry" (unwritable sidecars).
+    pub retry: bool,
+}
+
+/// Loupe / compare zoom: fitted, or a scale (image pixels to physical pixels; 1 = 100 %) around a
+/// centre given in image fractions. Compare panes share it, so their zoom and pan move together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewTransform {
+    pub scale: Option<f32>,
+    pub center: egui::Pos2,
+}
+
+impl Default for ViewTransform {
+    fn default() -> Self {
+        ViewTransform { scale: None, center: egui::pos2(0.5, 0.5) }
+    }
+}
+
+/// Runtime state of the window (not saved).
+#[derive(Default)]
+pub struct UiState {
+    pub view: View,
+    pub transform: ViewTransform,
+    pub show_shortcuts: bool,
+    pub theme: Option<usize>,
+    /// Cover suggestions on show (photo indices).
+    pub covers: Option<Vec<usize>>,
+    /// Grid columns in the last frame (for Up/Down).
+    pub grid_columns: usize,
+    /// Scroll the grid / filmstrip to the cursor in the next frame.
+    pub scroll_to_cursor: bool,
+    /// Photo ids drawn in the last frame (scored first).
+    pub on_screen: Vec<i64>,
+}
+
+/// The open album.
+pub struct Session {
+    pub album: AlbumHandle,
+    pub state: AlbumState,
+    pub scan_done: bool,
+    pub finished: bool,
+    pub thumbs_done: usize,
+    pub opened_at: Instant,
+    /// Bursts need recomputing (new embeddings or capture times).
+    regroup: bool,
+    refresh: bool,
+    /// Photos known but not yet sent to the worker.
+    to_score: Vec<ScoreRequest>,
+}
+
+/// Per-frame CPU time of the UI thread, for the frame-time figures.
+#[derive(Default)]
+pub struct FrameTimes {
+    pub samples: Vec<f32>,
+}
+
+impl FrameTimes {
+    /// (count, median ms, 99th percentile ms, max ms).
+    pub fn summary(&self) -> (usize, f32, f32, f32) {
+        let mut v = self.samples.clone();
+        if v.is_empty() {
+            return (0, 0.0, 0.0, 0.0);
+        }
+        v.sort_by(f32::total_cmp);
+        let q = |p: f32| v[((v.len() - 1) as f32 * p).round() as usize];
+        (v.len(), q(0.5), q(0.99), *v.last().expect("not empty"))
+    }
+}
+
+pub struct KeepersApp {
+    opts: AppOptions,
+    pub settings: Settings,
+    ctx: egui::Context,
+    pub session: Option<Session>,
+    scoring: Option<Scoring>,
+    previews: Previews,
+    thumbs: HashMap<i64, TextureHandle>,
+    pub ui: UiState,
+    pub messages: Vec<Message>,
+    /// Models that could not be loaded, said once in the info panel.
+    pub model_notes: Vec<String>,
+    background: (Sender<BackgroundNote>, Receiver<BackgroundNote>),
+    last_priority: Vec<i64>,
+    pub frame_times: FrameTimes,
+    tour: Option<screenshot::Tour>,
+}
+
+/// Results of work the UI thread handed off (dialogs, exports).
+enum BackgroundNote {
+    Open(PathBuf),
+    Message(Message),
+}
+
+impl KeepersApp {
+    pub fn new(ctx: &egui::Context, opts: AppOptions) -> KeepersApp {
+        style::apply(ctx);
+        let (settings, note) = match &opts.config_dir {
+            Some(dir) => Settings::load(&dir.join("settings.json")),
+            None => (Settings::default(), None),
+        };
+        let max_side = opts.preview_side.min(ctx.input(|i| i.max_texture_side) as u32).max(256);
+        let mut app = KeepersApp {
+            previews: Previews::start(ctx.clone(), max_side),
+            scoring: None,
+            settings,
+            ctx: ctx.clone(),
+            session: None,
+            thumbs: HashMap::new(),
+            ui: UiState::default(),
+            messages: Vec::new(),
+            model_notes: Vec::new(),
+            background: channel(),
+            last_priority: Vec::new(),
+            frame_times: FrameTimes::default(),
+            tour: screenshot::Tour::from_env(),
+            opts,
+        };
+        if let Some(n) = note {
+            app.error(n);
+        }
+        if app.opts.scoring {
+            app.scoring = Some(start_scoring(ctx, &app.opts));
+        }
+        if let Some(p) = app.opts.open.clone() {
+            app.open(&p);
+        }
+        app
+    }
+
+    pub fn error(&mut self, text: impl Into<String>) {
+        self.messages.push(Message { kind: MessageKind::Error, text: text.into(), retry: false });
+    }
+
+    pub fn info(&mut self, text: impl Into<String>) {
+        self.messages.push(Message { kind: MessageKind::Info, text: text.into(), retry: false });
+    }
+
+    pub fn state(&self) -> Option<&AlbumState> {
+        self.session.as_ref().map(|s| &s.state)
+    }
+
+    /// Opens `root` as the album (closing the one open).
+    pub fn open(&mut self, root: &Path) {
+        if !root.is_dir() {
+            self.error(format!("{}: not a folder that can be opened", root.display()));
+            return;
+        }
+        self.close();
+        let cfg = AlbumConfig {
+            root: root.to_owned(),
+            db_path: self.opts.db_path.clone(),
+            thumb_dir: self.opts.thumb_dir.clone(),
+            thumb_max_bytes: thumbs::DEFAULT_MAX_BYTES,
+            thumb_side: thumbs::DEFAULT_SIDE,
+            thumbnails: true,
+        };
+        match AlbumHandle::open(cfg) {
+            Ok(album) => {
+                let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+                let mut state = AlbumState::new(&root);
+                state.sort = self.settings.sort;
+                state.descending = self.settings.descending;
+                state.filter = self.settings.filter.clone();
+                state.collapse_groups = self.settings.collapse_bursts;
+                self.session = Some(Session {
+                    album,
+                    state,
+                    scan_done: false,
+                    finished: false,
+                    thumbs_done: 0,
+                    opened_at: Instant::now(),
+                    regroup: false,
+                    refresh: true,
+                    to_score: Vec::new(),
+                });
+                self.settings.remember(&root);
+                self.save_settings();
+                self.ui = UiState { view: View::Grid, ..Default::default() };
+                self.ctx.send_viewport_cmd(egui::ViewportCommand::Title(format!("Keepers — {}", root.display())));
+            }
+            Err(e) => self.error(format!("Cannot open {}: {e}", root.display())),
+        }
+    }
+
+    pub fn close(&mut self) {
+        if let Some(s) = &self.scoring {
+            s.cancel();
+        }
+        if let Some(s) = self.session.take() {
+            s.album.cancel();
+            // Joining waits for decisions already sent to reach the database and sidecars.
+            s.album.close();
+        }
+        self.thumbs.clear();
+        self.previews.clear();
+        self.last_priority.clear();
+    }
+
+    fn save_settings(&mut self) {
+        if let Some(dir) = &self.opts.config_dir
+            && let Err(e) = self.settings.save(&dir.join("settings.json"))
+        {
+            let text = format!("{}: cannot save settings: {e}", dir.display());
+            self.error(text);
+        }
+    }
+
+    pub fn thumb(&self, id: i64) -> Option<&TextureHandle> {
+        self.thumbs.get(&id)
+    }
+
+    pub fn previews(&self) -> &Previews {
+        &self.previews
+    }
+
+    /// Scoring progress for the status bar, when a worker runs.
+    pub fn scoring_progress(&self) -> Option<crate::worker::scoring::Progress> {
+        self.scoring.as_ref().map(|s| s.progress())
+    }
+
+    /// Reads every event that arrived since the last frame.
+    pub fn pump(&mut self) {
+        while let Ok(n) = self.background.1.try_recv() {
+            match n {
+                BackgroundNote::Open(p) => self.open(&p),
+                BackgroundNote::Message(m) => self.messages.push(m),
+            }
+        }
+        let Some(session) = self.session.as_mut() else { return };
+        let mut messages = Vec::new();
+        while let Ok(ev) = session.album.events().try_recv() {
+            match ev {
+                AlbumEvent::Opened(note) => {
+                    if let crate::library::db::OpenNote::Rebuilt { moved_to, .. } = &note {
+                        messages.push(Message {
+                            kind: MessageKind::Error,
+                            text: format!("The library database was damaged; it was moved to {} and rebuilt.", moved_to.display()),
+                            retry: false,
+                        });
+                    }
+                }
+                AlbumEvent::Known(rows) => {
+                    for r in rows {
+                        let mut p = Photo::new(
+                            r.id,
+                            r.record.path.clone(),
+                            r.record.companion.clone(),
+                            r.record.exif.clone(),
+                            r.decision.as_ref().map(|d| d.decision).unwrap_or_default(),
+                        );
+                        if let Some(d) = &r.decision {
+                            p.prior_stars = d.prior_stars;
+                            p.sidecar_pending = d.sidecar_pending;
+                        }
+                        session.to_score.push(ScoreRequest { id: p.id, path: p.display.clone() });
+                        session.state.upsert(p);
+                    }
+                    session.refresh = true;
+                    session.regroup = true;
+                }
+                AlbumEvent::Item { item, id, change, decision } => {
+                    let known = session.state.index_of(id).is_some();
+                    let p = Photo::new(
+                        id,
+                        item.primary.path.clone(),
+                        item.companion.as_ref().map(|c| c.path.clone()),
+                        None,
+                        decision.unwrap_or_default(),
+                    );
+                    let i = session.state.upsert(p);
+                    if change != crate::library::db::Change::Unchanged || !known {
+                        if change == crate::library::db::Change::Modified {
+                            session.state.photos[i].scores = ScoreState::Pending;
+                        }
+                        session.to_score.push(ScoreRequest { id, path: session.state.photos[i].display.clone() });
+                    }
+                    session.refresh = true;
+                }
+                AlbumEvent::Issue(issue) => messages.push(Message { kind: MessageKind::Error, text: issue.to_string(), retry: false }),
+                AlbumEvent::Forgotten(_) => {}
+                AlbumEvent::ScanDone(_) => {
+                    session.scan_done = true;
+                    session.regroup = true;
+                }
+                AlbumEvent::Thumbnail { id, image, .. } => {
+                    let tex = textures::upload(&self.ctx, &format!("thumb-{id}"), &image);
+                    self.thumbs.insert(id, tex);
+                    if let Some(p) = session.state.photo_mut(id) {
+                        p.thumb = ThumbState::Ready;
+                    }
+                    session.thumbs_done += 1;
+                }
+                AlbumEvent::ThumbnailFailed { id, error, .. } => {
+                    if let Some(p) = session.state.photo_mut(id) {
+                        p.thumb = ThumbState::Failed(error);
+                    }
+                    session.thumbs_done += 1;
+                }
+                AlbumEvent::DecisionSaved { path, decision, sidecar_written } => {
+                    if let Some(i) = session.state.index_of_path(&path) {
+                        let p = &mut session.state.photos[i];
+                        p.decision = decision;
+                        p.sidecar_pending = !sidecar_written;
+                        session.refresh = true;
+                    }
+                }
+                AlbumEvent::SidecarsUnwritable { folder, error } => messages.push(Message {
+                    kind: MessageKind::Error,
+                    text: format!(
+                        "Cannot write XMP sidecars in {}: {error}. Your decisions are kept in the library and will be written when the folder can be written.",
+                        folder.display()
+                    ),
+                    retry: true,
+                }),
+                AlbumEvent::Error(e) => messages.push(Message { kind: MessageKind::Error, text: e, retry: false }),
+                AlbumEvent::Finished { .. } => session.finished = true,
+            }
+        }
+        if let Some(scoring) = &self.scoring {
+            if !session.to_score.is_empty() {
+                scoring.submit(std::mem::take(&mut session.to_score));
+            }
+            while let Ok(ev) = scoring.events().try_recv() {
+                match ev {
+                    ScoreEvent::Scored { id, scores, .. } => {
+                        if let Some(p) = session.state.photo_mut(id) {
+                            p.scores = ScoreState::Ready(scores);
+                            session.regroup = true;
+                            session.refresh = true;
+                        }
+                    }
+                    ScoreEvent::Failed { id, path, error } => {
+                        if let Some(p) = session.state.photo_mut(id) {
+                            p.scores = ScoreState::Failed(format!("{}: {error}", path.display()));
+                            session.refresh = true;
+                        }
+                    }
+                    ScoreEvent::ModelUnavailable { what, error } => {
+                        let note = format!("{what}: {error}");
+                        if !self.model_notes.contains(&note) {
+                            self.model_notes.push(note);
+                        }
+                    }
+                    ScoreEvent::Idle => {}
+                }
+            }
+        } else {
+            session.to_score.clear();
+        }
+        // Bursts follow the embeddings as they arrive; regrouping is linear, but not every frame while
+        // a batch streams in.
+        let scoring_busy = self.scoring.as_ref().is_some_and(|s| s.progress().busy);
+        if session.regroup && (session.scan_done || !scoring_busy) {
+            session.state.regroup();
+            session.regroup = false;
+            session.refresh = true;
+        }
+        if session.refresh {
+            session.state.refresh();
+            session.refresh = false;
+        }
+        self.messages.extend(messages);
+    }
+
+    /// Applies the commands the panels and the keyboard returned this frame.
+    pub fn apply(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            self.apply_one(c);
+        }
+    }
+
+    fn decide(&mut self, index: usize, change: DecisionChange) {
+        let Some(s) = self.session.as_mut() else { return };
+        if let Some(edit) = s.state.decide(index, change) {
+            let path = s.state.photos[index].path.clone();
+            s.album.decide(&path, DecisionChange::Restore(edit.after));
+            s.refresh = true;
+        }
+    }
+
+    fn apply_one(&mut self, c: Command) {
+        let auto = self.settings.auto_advance;
+        match c {
+            Command::Open(p) => self.open(&p),
+            Command::OpenDialog => {
+                let tx = self.background.0.clone();
+                let ctx = self.ctx.clone();
+                // The native dialog blocks its caller: it runs on its own thread.
+                std::thread::spawn(move || {
+                    if let Some(p) = rfd::FileDialog::new().set_title("Open a folder of photos").pick_folder() {
+                        let _ = tx.send(BackgroundNote::Open(p));
+                        ctx.request_repaint();
+                    }
+                });
+            }
+            Command::CloseAlbum => self.close(),
+            Command::Decide(change) => {
+                let Some(i) = self.state().and_then(|s| s.current()) else { return };
+                self.decide(i, change);
+                let advance = matches!(change, DecisionChange::Pick | DecisionChange::Reject | DecisionChange::Stars(_));
+                if auto && advance && let Some(s) = self.session.as_mut() {
+                    s.state.refresh();
+                    // A filter may have removed the photo: the cursor already sits on the next one then.
+                    if s.state.current() == Some(i) {
+                        s.state.move_by(1);
+                    }
+                    self.ui.scroll_to_cursor = true;
+                }
+            }
+            Command::Undo | Command::Redo => {
+                let Some(s) = self.session.as_mut() else { return };
+                let r = if c == Command::Undo { s.state.undo() } else { s.state.redo() };
+                if let Some((i, d)) = r {
+                    let path = s.state.photos[i].path.clone();
+                    s.album.decide(&path, DecisionChange::Restore(d));
+                    s.state.refresh();
+                    s.state.select_photo(i);
+                    self.ui.scroll_to_cursor = true;
+                }
+            }
+            Command::Move(d) => self.with_state(|s| s.move_by(d)),
+            Command::MoveRows(d) => {
+                let cols = self.ui.grid_columns.max(1) as isize;
+                self.with_state(|s| s.move_by(d * cols));
+            }
+            Command::Home => self.with_state(|s| s.move_to(0)),
+            Command::End => self.with_state(|s| s.move_to(usize::MAX)),
+            Command::Select(i) => self.with_state(|s| s.select_photo(i)),
+            Command::SetView(v) => {
+                self.ui.view = v;
+                self.ui.scroll_to_cursor = true;
+            }
+            Command::ToggleZoom => {
+                if self.ui.view == View::Grid {
+                    self.ui.view = View::Loupe;
+                    self.ui.transform = ViewTransform { scale: Some(1.0), ..Default::default() };
+                } else {
+                    let t = &mut self.ui.transform;
+                    t.scale = if t.scale.is_some() { None } else { Some(1.0) };
+                    if t.scale.is_none() {
+                        t.center = egui::pos2(0.5, 0.5);
+                    }
+                }
+            }
+            Command::ToggleHeatmap => {
+                self.settings.show_heatmap = !self.settings.show_heatmap;
+                self.save_settings();
+            }
+            Command::ToggleCompare(i) => self.with_state(|s| s.toggle_compare(i)),
+            Command::ToggleCompareCurrent => {
+                if let Some(s) = self.session.as_mut()
+                    && let Some(i) = s.state.current()
+                {
+                    s.state.toggle_compare(i);
+                }
+            }
+            Command::ClearCompare => self.with_state(|s| s.compare.clear()),
+            Command::SetSort(k) => {
+                self.settings.sort = k;
+                self.with_state(|s| {
+                    s.sort = k;
+                    s.refresh();
+                });
+                self.save_settings();
+            }
+            Command::SetDescending(d) => {
+                self.settings.descending = d;
+                self.with_state(|s| {
+                    s.descending = d;
+                    s.refresh();
+                });
+                self.save_settings();
+            }
+            Command::SetFilter(f) => {
+                self.settings.filter = f.clone();
+                self.with_state(|s| {
+                    s.filter = f;
+                    s.refresh();
+                });
+                self.save_settings();
+            }
+            Command::ToggleGroup(g) => self.with_state(|s| {
+                if !s.expanded.remove(&g) {
+                    s.expanded.insert(g);
+                }
+                s.refresh();
+            }),
+            Command::ToggleCurrentGroup => self.with_state(|s| {
+                if let Some(g) = s.current().and_then(|i| s.group_of(i)) {
+                    if !s.expanded.remove(&g) {
+                        s.expanded.insert(g);
+                    }
+                    s.refresh();
+                }
+            }),
+            Command::SetCollapseBursts(b) => {
+                self.settings.collapse_bursts = b;
+                self.with_state(|s| {
+                    s.collapse_groups = b;
+                    s.refresh();
+                });
+                self.save_settings();
+            }
+            Command::SetAutoAdvance(b) => {
+                self.settings.auto_advance = b;
+                self.save_settings();
+            }
+            Command::SetThumbSize(x) => {
+                self.settings.thumb_size = x.clamp(96.0, 400.0);
+                self.save_settings();
+            }
+            Command::SetTheme(t) => self.ui.theme = t,
+            Command::SuggestCovers => {
+                let n = self.settings.covers.max(1);
+                let covers = self.state().map(|s| s.suggest_covers(n)).unwrap_or_default();
+                if covers.is_empty() {
+                    self.info("No cover suggestions yet: covers are chosen by score, and no photo of this album has one yet.");
+                } else {
+                    self.ui.covers = Some(covers);
+                }
+            }
+            Command::AcceptCovers => {
+                let Some(covers) = self.ui.covers.clone() else { return };
+                for i in covers {
+                    self.decide(i, DecisionChange::Label(Some(crate::library::xmp::ColorLabel::Purple)));
+                }
+                self.info("Covers accepted: marked with the purple label (written to the XMP sidecars). Export them with \"Export covers\".");
+            }
+            Command::ExportCovers => self.export_covers(),
+            Command::DismissCovers => self.ui.covers = None,
+            Command::ShowShortcuts(b) => self.ui.show_shortcuts = b,
+            Command::ToggleSidePanel => {
+                self.settings.show_side_panel = !self.settings.show_side_panel;
+                self.save_settings();
+            }
+            Command::DismissMessage(i) => {
+                if i < self.messages.len() {
+                    self.messages.remove(i);
+                }
+            }
+            Command::RetrySidecars => {
+                self.messages.retain(|m| !m.retry);
+                if let Some(s) = &self.session {
+                    s.album.retry_sidecars();
+                }
+            }
+        }
+    }
+
+    fn with_state(&mut self, f: impl FnOnce(&mut AlbumState)) {
+        if let Some(s) = self.session.as_mut() {
+            f(&mut s.state);
+            self.ui.scroll_to_cursor = true;
+        }
+    }
+
+    /// Copies the cover photos (the suggestion on show, else the photos with the purple label) into
+    /// `<album>/Keepers covers/` with a `covers.txt` list, on a background thread. Never overwrites.
+    fn export_covers(&mut self) {
+        let Some(s) = self.session.as_ref() else { return };
+        let st = &s.state;
+        let chosen: Vec<usize> = match &self.ui.covers {
+            Some(c) => c.clone(),
+            None => (0..st.len()).filter(|&i| st.photos[i].decision.label == Some(crate::library::xmp::ColorLabel::Purple)).collect(),
+        };
+        if chosen.is_empty() {
+            self.info("No covers to export: pick covers first (or give photos the purple label).");
+            return;
+        }
+        let files: Vec<PathBuf> = chosen.iter().map(|&i| st.photos[i].display.clone()).collect();
+        let dest = st.root.join("Keepers covers");
+        let tx = self.background.0.clone();
+        let ctx = self.ctx.clone();
+        std::thread::spawn(move || {
+            let msg = match export_files(&files, &dest) {
+                Ok(n) => Message { kind: MessageKind::Info, text: format!("Exported {n} cover(s) to {}", dest.display()), retry: false },
+                Err(e) => Message { kind: MessageKind::Error, text: format!("Cover export to {} failed: {e}", dest.display()), retry: false },
+            };
+            let _ = tx.send(BackgroundNote::Message(msg));
+            ctx.request_repaint();
+        });
+    }
+
+    /// Tells the worker which photos are on screen (scored first); only when that changed.
+    fn prioritise(&mut self) {
+        if let Some(scoring) = &self.scoring
+            && self.ui.on_screen != self.last_priority
+        {
+            scoring.prioritise(&self.ui.on_screen);
+            self.last_priority = self.ui.on_screen.clone();
+        }
+    }
+
+    /// Previews for the loupe / compare: what is shown first, then the neighbours.
+    fn want_previews(&mut self) {
+        let Some(s) = self.session.as_ref() else { return };
+        let st = &s.state;
+        let mut ids: Vec<usize> = match self.ui.view {
+            View::Grid => Vec::new(),
+            View::Loupe => st.current().into_iter().collect(),
+            View::Compare => st.compare_frames(),
+        };
+        if self.ui.view != View::Grid {
+            for d in [1isize, -1, 2] {
+                let pos = st.cursor as isize + d;
+                if pos >= 0
+                    && let Some(&i) = st.visible.get(pos as usize)
+                {
+                    ids.push(i);
+                }
+            }
+        }
+        let items: Vec<(i64, PathBuf)> = ids.into_iter().map(|i| (st.photos[i].id, st.photos[i].display.clone())).collect();
+        self.previews.want(&items);
+    }
+}
+
+/// Copies `files` into `dest` (created), never overwriting: a name already taken gets " (2)", ...
+/// Writes `covers.txt` listing the original paths. Returns how many files were copied.
+pub fn export_files(files: &[PathBuf], dest: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dest)?;
+    let mut list = String::new();
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "photo".into());
+        let mut to = dest.join(&name);
+        let mut n = 2;
+        while to.exists() {
+            let p = Path::new(&name);
+            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+            to = dest.join(format!("{stem} ({n}){ext}"));
+            n += 1;
+        }
+        std::fs::copy(f, &to)?;
+        list.push_str(&format!("{}\n", f.display()));
+    }
+    let list_path = dest.join("covers.txt");
+    let mut old = std::fs::read_to_string(&list_path).unwrap_or_default();
+    old.push_str(&list);
+    std::fs::write(list_path, old)?;
+    Ok(files.len())
+}
+
+fn start_scoring(ctx: &egui::Context, opts: &AppOptions) -> Scoring {
+    let wake_ctx = ctx.clone();
+    let cfg = ScoringConfig {
+        db_path: opts.db_path.clone(),
+        lite0: crate::model::weights::WeightsFile::EfficientNetLite0.path(),
+        batch: 8,
+        max_side: 2048,
+        quality: None,
+    };
+    Scoring::start(cfg, Some(Arc::new(move || wake_ctx.request_repaint())))
+}
+
+impl eframe::App for KeepersApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.pump();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        let ctx = ui.ctx().clone();
+        let mut commands = Vec::new();
+        // Dropped folders (or a file: its folder) open as the album.
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_owned()).filter(|p| !p.as_os_str().is_empty()).collect());
+        if let Some(p) = dropped.into_iter().next() {
+            let dir = if p.is_dir() { p } else { p.parent().map(Path::to_owned).unwrap_or(p) };
+            commands.push(Command::Open(dir));
+        }
+        commands.extend(panels::top_bar(ui, self));
+        commands.extend(panels::status_bar(ui, self));
+        if self.session.is_some() {
+            if self.ui.view != View::Grid && self.settings.show_filmstrip {
+                commands.extend(grid::filmstrip(ui, self));
+            }
+            if self.settings.show_side_panel {
+                commands.extend(panels::info_panel(ui, self));
+            }
+        }
+        egui::CentralPanel::no_frame().frame(egui::Frame::central_panel(ui.style()).inner_margin(0.0)).show(ui, |ui| {
+            let c = match (&self.session, self.ui.view) {
+                (None, _) => panels::start_screen(ui, self),
+                (Some(_), View::Grid) => grid::grid(ui, self),
+                (Some(_), View::Loupe) => loupe::loupe(ui, self),
+                (Some(_), View::Compare) => loupe::compare(ui, self),
+            };
+            commands.extend(c);
+        });
+        commands.extend(panels::overlays(ui, self));
+        if let Some(mut tour) = self.tour.take() {
+            commands.extend(tour.frame(&ctx, self));
+            self.tour = Some(tour);
+        }
+        if self.ui.covers.is_some() {
+            // The cover window takes Enter; Escape closes it.
+            if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+                commands.push(Command::DismissCovers);
+            }
+        } else if !ctx.egui_wants_keyboard_input() {
+            let view = self.ui.view;
+            let (open, auto) = (self.ui.show_shortcuts, self.settings.auto_advance);
+            commands.extend(ctx.input(|i| commands::from_keys(i, view, open, auto)));
+        }
+        self.apply(commands);
+        self.previews.poll(&ctx);
+        self.want_previews();
+        self.prioritise();
+        self.frame_times.samples.push(started.elapsed().as_secs_f32() * 1000.0);
+        if self.frame_times.samples.len() > 100_000 {
+            self.frame_times.samples.drain(..50_000);
+        }
+        // While work runs, the workers' wake-ups repaint; a slow tick keeps the ETA moving.
+        if self.scoring_progress().is_some_and(|p| p.busy) {
+            ctx.request_repaint_after(Duration::from_millis(500));
+        }
+    }
+
+    fn on_exit(&mut self) {
+        self.save_settings();
+        if let Ok(path) = std::env::var("KEEPERS_FRAME_LOG") {
+            let (n, med, p99, max) = self.frame_times.summary();
+            let _ = std::fs::write(&path, format!("frames {n} median_ms {med:.2} p99_ms {p99:.2} max_ms {max:.2}\n"));
+        }
+        self.close();
+    }
+}

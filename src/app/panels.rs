@@ -1,0 +1,435 @@
+//! The panels around the photos: the top bar (open, views, sort, filters), the status bar (counts,
+//! scoring progress with ETA), the info panel (scores, content, EXIF, decision), the start screen,
+//! and the overlays (shortcut sheet, cover suggestions, messages). Each draws from the app's state
+//! and returns [`Command`]s.
+
+use egui::{Align, Color32, Layout, RichText, Ui};
+
+use super::commands::{Command, SHORTCUTS, View};
+use super::state::{FlagFilter, ScoreState, SortKey, pick_text};
+use super::style;
+use super::{KeepersApp, MessageKind};
+use crate::library::xmp::ColorLabel;
+
+/// Said wherever a head has no trained weights: no number is shown for it.
+pub const NOT_TRAINED: &str = "not trained yet — train it in the taste panel or from AVA";
+
+/// Themes the theme-conditioned score can be asked for (AVA challenge themes).
+pub const THEMES: &[&str] = &["Portraits", "Landscapes", "Sports", "Animals", "Architecture", "Street", "Macro", "Night", "Still life", "Black and white"];
+
+pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
+    let mut out = Vec::new();
+    egui::Panel::top("top_bar").show(ui, |ui| {
+        ui.add_space(4.0);
+        ui.horizontal_wrapped(|ui| {
+            if ui.button("Open folder…").on_hover_text("Ctrl+O, or drop a folder on the window").clicked() {
+                out.push(Command::OpenDialog);
+            }
+            ui.menu_button("Recent", |ui| {
+                if app.settings.recent.is_empty() {
+                    ui.label("No recent albums");
+                }
+                for p in &app.settings.recent {
+                    if ui.button(p.display().to_string()).clicked() {
+                        out.push(Command::Open(p.clone()));
+                    }
+                }
+            });
+            let Some(state) = app.state() else { return };
+            ui.separator();
+            for v in [View::Grid, View::Loupe, View::Compare] {
+                if ui.selectable_label(app.ui.view == v, v.label()).clicked() {
+                    out.push(Command::SetView(v));
+                }
+            }
+            ui.separator();
+            let mut heat = app.settings.show_heatmap;
+            if ui.toggle_value(&mut heat, "Heatmap").on_hover_text("Per-patch quality over the photo (H)").changed() {
+                out.push(Command::ToggleHeatmap);
+            }
+            ui.separator();
+            ui.label("Sort");
+            let mut sort = state.sort;
+            egui::ComboBox::from_id_salt("sort").selected_text(sort.label()).show_ui(ui, |ui| {
+                for k in SortKey::ALL {
+                    ui.selectable_value(&mut sort, k, k.label());
+                }
+            });
+            if sort != state.sort {
+                out.push(Command::SetSort(sort));
+            }
+            let mut desc = state.descending;
+            if ui.toggle_value(&mut desc, "Reverse").changed() {
+                out.push(Command::SetDescending(desc));
+            }
+            ui.separator();
+            let mut f = state.filter.clone();
+            ui.label("Show");
+            egui::ComboBox::from_id_salt("flag_filter").selected_text(f.flag.label()).show_ui(ui, |ui| {
+                for k in FlagFilter::ALL {
+                    ui.selectable_value(&mut f.flag, k, k.label());
+                }
+            });
+            let stars = if f.min_stars == 0 { "Any rating".to_string() } else { format!("≥ {} ★", f.min_stars) };
+            egui::ComboBox::from_id_salt("min_stars").selected_text(stars).show_ui(ui, |ui| {
+                ui.selectable_value(&mut f.min_stars, 0, "Any rating");
+                for n in 1..=5u8 {
+                    ui.selectable_value(&mut f.min_stars, n, format!("≥ {n} ★"));
+                }
+            });
+            ui.menu_button("Score range", |ui| {
+                ui.label("Photos with a score in this range (0–100)");
+                ui.add(egui::Slider::new(&mut f.score_range.0, 0.0..=100.0).text("from"));
+                ui.add(egui::Slider::new(&mut f.score_range.1, 0.0..=100.0).text("to"));
+                ui.checkbox(&mut f.scored_only, "Hide photos not scored yet");
+            });
+            ui.add(egui::TextEdit::singleline(&mut f.content).hint_text("content…").desired_width(90.0))
+                .on_hover_text("Photos whose content (ImageNet classes) matches")
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Content filter"));
+            if !f.is_default() && ui.button("Clear filters").clicked() {
+                f = Default::default();
+            }
+            if f != state.filter {
+                out.push(Command::SetFilter(f));
+            }
+            ui.separator();
+            let mut collapse = state.collapse_groups;
+            if ui.toggle_value(&mut collapse, "Stack bursts").changed() {
+                out.push(Command::SetCollapseBursts(collapse));
+            }
+            if ui.button("Pick covers").on_hover_text("Suggest the best photos of the album, one per burst").clicked() {
+                out.push(Command::SuggestCovers);
+            }
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                let help = ui.button("?").on_hover_text("Keyboard shortcuts");
+                help.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, "Keyboard shortcuts"));
+                if help.clicked() {
+                    out.push(Command::ShowShortcuts(true));
+                }
+                let mut auto = app.settings.auto_advance;
+                if ui.toggle_value(&mut auto, "Auto-advance").on_hover_text("Next photo after a pick, reject or rating (A)").changed() {
+                    out.push(Command::SetAutoAdvance(auto));
+                }
+                if app.ui.view == View::Grid {
+                    let mut size = app.settings.thumb_size;
+                    if ui.add(egui::Slider::new(&mut size, 96.0..=400.0).show_value(false).text("Size")).changed() {
+                        out.push(Command::SetThumbSize(size));
+                    }
+                }
+            });
+        });
+        messages(ui, app, &mut out);
+        ui.add_space(2.0);
+    });
+    out
+}
+
+fn messages(ui: &mut Ui, app: &KeepersApp, out: &mut Vec<Command>) {
+    for (i, m) in app.messages.iter().enumerate().take(4) {
+        let color = if m.kind == MessageKind::Error { Color32::from_rgb(110, 40, 36) } else { Color32::from_rgb(40, 70, 100) };
+        egui::Frame::new().fill(color).inner_margin(6.0).corner_radius(4.0).show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(&m.text).color(Color32::WHITE));
+                ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                    if ui.button("Dismiss").clicked() {
+                        out.push(Command::DismissMessage(i));
+                    }
+                    if m.retry && ui.button("Retry").clicked() {
+                        out.push(Command::RetrySidecars);
+                    }
+                });
+            });
+        });
+    }
+    if app.messages.len() > 4 {
+        ui.label(RichText::new(format!("…and {} more messages", app.messages.len() - 4)).color(style::MUTED));
+    }
+}
+
+pub fn status_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
+    let out = Vec::new();
+    egui::Panel::bottom("status_bar").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            let Some(s) = &app.session else {
+                ui.label("No album open");
+                return;
+            };
+            let st = &s.state;
+            let (picks, rejects, rated) = st.counts();
+            ui.label(format!("{} photos · {} shown · {picks} picks · {rejects} rejects · {rated} rated", st.len(), st.visible.len()));
+            if !s.scan_done {
+                ui.separator();
+                ui.spinner();
+                ui.label("Scanning…");
+            } else if !s.finished {
+                ui.separator();
+                ui.label(format!("Thumbnails {}/{}", s.thumbs_done, st.len()));
+            }
+            if let Some(p) = app.scoring_progress() {
+                ui.separator();
+                if p.total > 0 && (p.busy || p.done < p.total) {
+                    let frac = p.done as f32 / p.total.max(1) as f32;
+                    let eta = p.eta.map(|d| format!(" · ETA {}", fmt_duration(d))).unwrap_or_default();
+                    let failed = if p.failed > 0 { format!(" · {} failed", p.failed) } else { String::new() };
+                    let text = format!("Scoring {}/{}{failed}{eta}", p.done, p.total);
+                    ui.add(egui::ProgressBar::new(frac).desired_width(260.0).text(text.clone()))
+                        .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Scoring progress"));
+                } else if p.total > 0 {
+                    ui.label(format!("Scored {}/{}", p.done - p.failed.min(p.done), p.total));
+                }
+            }
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                if let Some(p) = st.current_photo() {
+                    ui.label(RichText::new(format!("{} ({}/{})", p.name, st.cursor + 1, st.visible.len())).color(style::MUTED));
+                }
+            });
+        });
+    });
+    out
+}
+
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 { format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60) } else { format!("{}:{:02}", s / 60, s % 60) }
+}
+
+pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
+    let mut out = Vec::new();
+    egui::Panel::right("info_panel").default_size(300.0).size_range(240.0..=480.0).show(ui, |ui| {
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            let Some(st) = app.state() else { return };
+            let Some(p) = st.current_photo() else {
+                ui.label("No photo selected");
+                return;
+            };
+            ui.heading(&p.name);
+            ui.label(RichText::new(p.path.display().to_string()).small().color(style::MUTED));
+            ui.add_space(6.0);
+            // Decision.
+            let d = &p.decision;
+            ui.horizontal(|ui| {
+                let (text, color) = match pick_text(d) {
+                    "picked" => ("✔ Picked", style::PICK),
+                    "rejected" => ("✖ Rejected", style::REJECT),
+                    _ => ("Unflagged", style::MUTED),
+                };
+                ui.label(RichText::new(text).color(color).strong());
+                ui.label(RichText::new("★".repeat(d.stars() as usize) + &"☆".repeat(5 - d.stars() as usize)).color(style::STAR));
+                if let Some(l) = d.label {
+                    ui.label(RichText::new(format!("● {}", style::label_name(l))).color(style::label_color(l)));
+                }
+            });
+            if p.sidecar_pending {
+                ui.label(RichText::new("XMP sidecar not written yet (kept in the library; retried)").color(style::REJECT));
+            }
+            ui.separator();
+            // Technical quality.
+            ui.label(RichText::new("Technical quality").strong());
+            match &p.scores {
+                ScoreState::Pending => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("scoring…");
+                    });
+                }
+                ScoreState::Failed(e) => {
+                    ui.label(RichText::new(format!("Could not score: {e}")).color(style::REJECT));
+                }
+                ScoreState::Ready(s) => match &s.quality {
+                    Some(q) => {
+                        ui.add(egui::ProgressBar::new(q.score / 100.0).text(format!("{:.0} / 100", q.score)))
+                            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Technical quality score"));
+                        ui.label(
+                            RichText::new("Predicted mean opinion score (LIVE Challenge scale): sharpness, exposure, noise.").small().color(style::MUTED),
+                        );
+                        if !s.quality.as_ref().is_some_and(|q| q.patches.is_empty()) {
+                            ui.label(RichText::new("Heatmap (H): patches above the photo's score in green, below in red.").small().color(style::MUTED));
+                        }
+                    }
+                    None => {
+                        ui.label(RichText::new("no trained quality model available").color(style::MUTED));
+                    }
+                },
+            }
+            for n in &app.model_notes {
+                ui.label(RichText::new(n).small().color(style::REJECT));
+            }
+            ui.separator();
+            ui.label(RichText::new("Aesthetic score").strong());
+            ui.label(RichText::new(format!("Score distribution (10 bins): {NOT_TRAINED}")).color(style::MUTED))
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, "Aesthetic score not trained yet"));
+            ui.add_space(4.0);
+            ui.label(RichText::new("Style").strong());
+            ui.label(RichText::new(format!("Style labels: {NOT_TRAINED}")).color(style::MUTED));
+            ui.add_space(4.0);
+            ui.label(RichText::new("Theme").strong());
+            let theme_text = app.ui.theme.map_or("Choose a theme…", |t| THEMES[t]);
+            let mut theme = app.ui.theme;
+            egui::ComboBox::from_id_salt("theme").selected_text(theme_text).show_ui(ui, |ui| {
+                ui.selectable_value(&mut theme, None, "None");
+                for (i, t) in THEMES.iter().enumerate() {
+                    ui.selectable_value(&mut theme, Some(i), *t);
+                }
+            });
+            if theme != app.ui.theme {
+                out.push(Command::SetTheme(theme));
+            }
+            if let Some(t) = app.ui.theme {
+                ui.label(RichText::new(format!("Score as {}: {NOT_TRAINED}", THEMES[t])).color(style::MUTED));
+            }
+            ui.separator();
+            ui.label(RichText::new("Content").strong());
+            match &p.scores {
+                ScoreState::Ready(s) if !s.classes.is_empty() => {
+                    for c in s.classes.iter().take(3) {
+                        ui.horizontal(|ui| {
+                            ui.label(c.1);
+                            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                                ui.label(RichText::new(format!("{:.0} %", c.2 * 100.0)).color(style::MUTED));
+                            });
+                        });
+                    }
+                    ui.label(RichText::new("ImageNet classes (EfficientNet-Lite0)").small().color(style::MUTED));
+                }
+                ScoreState::Ready(_) => {
+                    ui.label(RichText::new("no content model available").color(style::MUTED));
+                }
+                _ => {
+                    ui.label(RichText::new("…").color(style::MUTED));
+                }
+            }
+            if let Some(g) = st.current().and_then(|i| st.group_of(i)) {
+                ui.separator();
+                let grp = &st.groups[g];
+                let kind = match grp.kind {
+                    crate::library::burst::GroupKind::Burst => "Burst",
+                    crate::library::burst::GroupKind::NearDuplicate => "Near-duplicates",
+                };
+                let best = if st.current() == Some(grp.cover) && st.photos[grp.cover].score().is_some() { " · this is the best frame" } else { "" };
+                ui.label(format!("{kind} of {} frames{best}", grp.members.len()));
+            }
+            ui.separator();
+            ui.label(RichText::new("Camera").strong());
+            match &p.exif {
+                Some(e) => {
+                    let mut line = |k: &str, v: Option<String>| {
+                        if let Some(v) = v {
+                            ui.horizontal(|ui| {
+                                ui.label(RichText::new(k).color(style::MUTED));
+                                ui.label(v);
+                            });
+                        }
+                    };
+                    let body = match (&e.make, &e.model) {
+                        (Some(a), Some(b)) if b.starts_with(a.as_str()) => Some(b.clone()),
+                        (Some(a), Some(b)) => Some(format!("{a} {b}")),
+                        (a, b) => a.clone().or(b.clone()),
+                    };
+                    line("Body", body);
+                    line("Lens", e.lens.clone());
+                    line("Taken", e.date_time_original.clone());
+                    line("Exposure", e.exposure_time.map(fmt_exposure));
+                    line("Aperture", e.f_number.map(|f| format!("f/{f:.1}")));
+                    line("ISO", e.iso.map(|i| i.to_string()));
+                    line("Focal length", e.focal_length.map(|f| format!("{f:.0} mm")));
+                }
+                None => {
+                    ui.label(RichText::new("no EXIF").color(style::MUTED));
+                }
+            }
+        });
+    });
+    out
+}
+
+fn fmt_exposure(t: f64) -> String {
+    if t >= 1.0 || t <= 0.0 { format!("{t:.1} s") } else { format!("1/{:.0} s", 1.0 / t) }
+}
+
+pub fn start_screen(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
+    let mut out = Vec::new();
+    ui.vertical_centered(|ui| {
+        ui.add_space(ui.available_height() * 0.25);
+        ui.heading(RichText::new("Keepers").size(32.0));
+        ui.label("Open a folder of photos to cull it.");
+        ui.add_space(12.0);
+        if ui.button(RichText::new("Open folder…").size(18.0)).clicked() {
+            out.push(Command::OpenDialog);
+        }
+        ui.label(RichText::new("or drop a folder on this window").color(style::MUTED));
+        if !app.settings.recent.is_empty() {
+            ui.add_space(16.0);
+            ui.label(RichText::new("Recent albums").strong());
+            for p in &app.settings.recent {
+                if ui.link(p.display().to_string()).clicked() {
+                    out.push(Command::Open(p.clone()));
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Windows over everything: the shortcut sheet and the cover suggestions.
+pub fn overlays(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
+    let mut out = Vec::new();
+    let ctx = ui.ctx().clone();
+    if app.ui.show_shortcuts {
+        let mut open = true;
+        egui::Window::new("Keyboard shortcuts").open(&mut open).collapsible(false).resizable(false).show(&ctx, |ui| {
+            egui::Grid::new("shortcuts").striped(true).show(ui, |ui| {
+                for s in SHORTCUTS {
+                    ui.label(RichText::new(s.keys).monospace().strong());
+                    ui.label(s.what);
+                    ui.end_row();
+                }
+            });
+        });
+        if !open {
+            out.push(Command::ShowShortcuts(false));
+        }
+    }
+    if let (Some(covers), Some(st)) = (&app.ui.covers, app.state()) {
+        let mut open = true;
+        egui::Window::new("Cover suggestions").open(&mut open).collapsible(false).show(&ctx, |ui| {
+            ui.label("The best photos of the album by score, at most one per burst:");
+            ui.horizontal(|ui| {
+                for &i in covers {
+                    let p = &st.photos[i];
+                    ui.vertical(|ui| {
+                        if let Some(t) = app.thumb(p.id) {
+                            let size = t.size_vec2();
+                            let scale = 140.0 / size.x.max(size.y);
+                            ui.add(egui::Image::new((t.id(), size * scale)));
+                        }
+                        ui.label(&p.name);
+                        if let Some(s) = p.score() {
+                            ui.label(RichText::new(format!("quality {s:.0}")).color(style::MUTED));
+                        }
+                    });
+                }
+            });
+            ui.horizontal(|ui| {
+                if ui.button("Accept covers (Enter)").clicked() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    out.push(Command::AcceptCovers);
+                }
+                if ui.button("Export covers…").on_hover_text("Copy them to a \"Keepers covers\" folder in the album, with a list").clicked() {
+                    out.push(Command::ExportCovers);
+                }
+                if ui.button("Close").clicked() {
+                    out.push(Command::DismissCovers);
+                }
+            });
+        });
+        if !open {
+            out.push(Command::DismissCovers);
+        }
+    }
+    out
+}
+
+/// A label's colour swatch for menus.
+pub fn label_swatch(ui: &mut Ui, l: ColorLabel) {
+    let (r, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+    ui.painter().circle_filled(r.center(), 5.0, style::label_color(l));
+}
