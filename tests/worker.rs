@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use image::RgbImage;
-use keepers::library::db::{Library, PhotoRecord};
+use keepers::library::db::{Embedding, Library, Output, PhotoRecord};
 use keepers::library::decode::{Size, decode_path, list_images};
 use keepers::model::imagenet::Classifier;
 use keepers::model::views::Rect;
@@ -222,8 +222,18 @@ fn scoring_gives_every_sample_the_classifiers_top5_and_an_embedding() {
     let t0 = Instant::now();
     let s = Scoring::start(album.config(4), None);
     s.submit(album.photos.clone());
-    let events = run_until_idle(&s, &ids);
+    let mut events = Vec::new();
+    let mut snapshots = Vec::new();
+    while !matches!(events.last(), Some(ScoreEvent::Idle)) {
+        events.push(s.events().recv_timeout(WAIT).expect("scoring finishes"));
+        snapshots.push(s.progress());
+    }
     let elapsed = t0.elapsed();
+    // Once the first batch (4 photos) is done the rate is known: an ETA for as long as work is left.
+    let mid: Vec<_> = snapshots.iter().filter(|p| p.done > 4 && p.done < n).collect();
+    assert!(!mid.is_empty(), "progress seen mid-way: {snapshots:?}");
+    assert!(mid.iter().all(|p| p.busy && p.eta.is_some_and(|e| e > Duration::ZERO)), "{mid:?}");
+    eprintln!("scoring: ETA with {} of {n} done: {:?}", mid[0].done, mid[0].eta.unwrap());
     eprintln!(
         "scoring: {} samples from scratch (decode to {MAX_SIDE} px, batch 4, Lite0 load included) in {:.2} s = {:.1} photos/s",
         ids.len(),
@@ -282,7 +292,14 @@ fn cancelling_stops_soon_and_leaves_every_photo_whole() {
     assert_eq!((p.total, p.done, p.busy), (0, 0, false), "progress starts again after a cancel");
     // Nothing more for the cancelled work: not even what was already on its way.
     let late: Vec<_> = std::iter::from_fn(|| s.events().recv_timeout(Duration::from_secs(2)).ok()).collect();
-    assert!(late.is_empty(), "events after cancel: {late:?}");
+    let brief: Vec<String> = late
+        .iter()
+        .map(|e| match e {
+            ScoreEvent::Scored { id, .. } => format!("Scored {id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(late.is_empty(), "events after cancel: {brief:?}");
     let t = Instant::now();
     drop(s);
     let join = t.elapsed();
@@ -553,4 +570,46 @@ fn missing_backbone_weights_are_reported_once_and_quality_still_works() {
     // Nothing stored without the backbone: the photos still need scoring.
     let lib = album.lib();
     assert!(ids.iter().all(|&id| lib.needs_scoring(id).unwrap() == Some(true)));
+}
+
+#[test]
+fn a_photos_outputs_are_stored_all_or_nothing() {
+    let album = Album::new(1, Some(&["coffee.png"]), &[]);
+    let id = album.photos[0].id;
+    let mut lib = album.lib();
+    let out = Output { model_id: "m".into(), weights_version: "v".into(), head: "h".into(), json: Some("1".into()), blob: None };
+    let emb = Embedding { model_id: "m".into(), weights_sha: "v".into(), vector: vec![1.0, 2.0] };
+    // The embedding insert fails after the output insert went through: the transaction takes both back.
+    let conn = rusqlite::Connection::open(&album.db).unwrap();
+    conn.execute_batch("CREATE TRIGGER fail BEFORE INSERT ON embeddings BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
+    let err = lib.put_outputs(id, std::slice::from_ref(&out), std::slice::from_ref(&emb)).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(lib.outputs(id, "m", "v").unwrap().is_empty());
+    assert_eq!(lib.needs_scoring(id).unwrap(), Some(true));
+    conn.execute_batch("DROP TRIGGER fail;").unwrap();
+    lib.put_outputs(id, std::slice::from_ref(&out), std::slice::from_ref(&emb)).unwrap();
+    assert_eq!(lib.outputs(id, "m", "v").unwrap(), vec![out.clone()]);
+    assert_eq!(lib.embeddings_of(&[id, id + 1000], "m", "v").unwrap(), HashMap::from([(id, vec![1.0, 2.0])]));
+    assert_eq!(lib.outputs_of(&[id, id + 1000], "m", "v").unwrap(), HashMap::from([(id, vec![out.clone()])]));
+    assert_eq!(lib.needs_scoring(id).unwrap(), Some(false));
+    // A photo the library does not know is refused, not half-written.
+    assert!(lib.put_outputs(id + 1000, &[out], &[emb]).is_err());
+    assert_eq!(lib.needs_scoring(id + 1000).unwrap(), None);
+}
+
+#[test]
+fn an_unusable_database_is_reported_once_and_photos_still_score() {
+    let album = Album::new(1, Some(&["coffee.png", "rocket.jpg", "chelsea.png"]), &[]);
+    let ids: Vec<i64> = album.photos.iter().map(|p| p.id).collect();
+    let mut cfg = album.config(2);
+    // A folder where the database file should be: it cannot be opened.
+    cfg.db_path = album.dir.path().to_owned();
+    let s = Scoring::start(cfg, None);
+    s.submit(album.photos.clone());
+    let events = run_until_idle(&s, &ids);
+    let store: Vec<_> = events.iter().filter(|e| matches!(e, ScoreEvent::StoreFailed { .. })).collect();
+    assert_eq!(store.len(), 1, "{events:?}");
+    let sc = scored(&events);
+    assert_eq!(sc.len(), 3);
+    assert!(sc.values().all(|(s, db)| !db && s.classes.len() == 5));
 }
