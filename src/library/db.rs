@@ -15,6 +15,7 @@
 //!
 //! Touches only the database file and its `-wal` / `-shm` companions.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -150,6 +151,14 @@ pub struct Output {
     pub head: String,
     pub json: Option<String>,
     pub blob: Option<Vec<u8>>,
+}
+
+/// One embedding as [`Library::put_outputs`] stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub model_id: String,
+    pub weights_sha: String,
+    pub vector: Vec<f32>,
 }
 
 pub struct Library {
@@ -459,6 +468,88 @@ impl Library {
             .and_then(|_| tx.execute("UPDATE photos SET needs_scoring = 0 WHERE id = ?1", [id]))
             .and_then(|_| tx.commit());
         r.map_err(|e| self.err(e))
+    }
+
+    /// Stores all of photo `id`'s outputs and embeddings and clears its needs-scoring mark, in one
+    /// transaction: afterwards either all of them are stored, or none are and the mark is unchanged.
+    pub fn put_outputs(&mut self, id: i64, outputs: &[Output], embeddings: &[Embedding]) -> Result<(), DbError> {
+        let tx = self.conn.transaction().map_err(|e| classify(&self.path, e))?;
+        let r = (|| {
+            let now = now_s();
+            let mut out_st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO outputs (photo_id, model_id, weights_version, head, value_json, value_blob, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for o in outputs {
+                out_st.execute(params![id, o.model_id, o.weights_version, o.head, o.json, o.blob, now])?;
+            }
+            drop(out_st);
+            let mut emb_st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO embeddings (photo_id, model_id, weights_sha, dim, vector) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for e in embeddings {
+                let blob: Vec<u8> = e.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                emb_st.execute(params![id, e.model_id, e.weights_sha, e.vector.len() as i64, blob])?;
+            }
+            drop(emb_st);
+            let n = tx.execute("UPDATE photos SET needs_scoring = 0 WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            }
+            Ok(())
+        })()
+        .and_then(|_| tx.commit());
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Whether photo `id` still needs scoring; `None` when there is no such photo.
+    pub fn needs_scoring(&self, id: i64) -> Result<Option<bool>, DbError> {
+        self.conn
+            .query_row("SELECT needs_scoring FROM photos WHERE id = ?1", [id], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|v| v.map(|v| v != 0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// [`Library::outputs`] for many photos: photo id -> its outputs (photos without any are absent).
+    pub fn outputs_of(&self, ids: &[i64], model_id: &str, weights_version: &str) -> Result<HashMap<i64, Vec<Output>>, DbError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT model_id, weights_version, head, value_json, value_blob FROM outputs
+                 WHERE photo_id = ?1 AND model_id = ?2 AND weights_version = ?3 ORDER BY head",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut all = HashMap::new();
+        for &id in ids {
+            let rows = st
+                .query_map(params![id, model_id, weights_version], |r| {
+                    Ok(Output { model_id: r.get(0)?, weights_version: r.get(1)?, head: r.get(2)?, json: r.get(3)?, blob: r.get(4)? })
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.err(e))?;
+            if !rows.is_empty() {
+                all.insert(id, rows);
+            }
+        }
+        Ok(all)
+    }
+
+    /// [`Library::embedding`] for many photos: photo id -> vector (photos without one are absent).
+    pub fn embeddings_of(&self, ids: &[i64], model_id: &str, weights_sha: &str) -> Result<HashMap<i64, Vec<f32>>, DbError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT vector FROM embeddings WHERE photo_id = ?1 AND model_id = ?2 AND weights_sha = ?3")
+            .map_err(|e| self.err(e))?;
+        let mut all = HashMap::new();
+        for &id in ids {
+            let blob: Option<Vec<u8>> =
+                st.query_row(params![id, model_id, weights_sha], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+            if let Some(b) = blob {
+                all.insert(id, b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
+            }
+        }
+        Ok(all)
     }
 
     /// Outputs of photo `id` for one model and weights version (all heads).

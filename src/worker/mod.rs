@@ -1,11 +1,28 @@
-//! The background worker: owns the models, runs jobs from a bounded channel, streams results.
+//! The background workers: they own the models, run off the caller's thread and stream results.
 //!
-//! Callers (the CLI now, the desktop app later) never block on a model: they submit a [`Job`]
-//! with a [`CancelToken`] and an event channel, and read [`Event`]s as they arrive. Models are
-//! loaded on the worker thread the first time a job needs them. A job checks its token between
-//! batches, so cancelling stops it within one batch; a photo that fails to decode is reported
-//! by name and the rest go on. An optional `wake` callback is called after each event (the app
-//! passes egui's `request_repaint`).
+//! - [`scoring`]: the scoring service the desktop app drives ([`Scoring`]): a priority queue of photos,
+//!   ImageNet classes, embeddings and technical quality, stored in and read back from the library
+//!   database. See its module docs.
+//! - [`queue`]: that service's priority queue.
+//! - This file: the job worker `keepers classify` uses ([`Worker`], [`Job::Classify`]).
+//!
+//! Job worker: callers never block on a model: they submit a [`Job`] with a [`CancelToken`] and an
+//! event channel, and read [`Event`]s as they arrive. Models are loaded on the worker thread the first
+//! time a job needs them. A job checks its token between batches, so cancelling stops it within one
+//! batch; a photo that fails to decode is reported by name and the rest go on. An optional `wake`
+//! callback is called after each event.
+//!
+//! Touches: reads photos and weights files; the scoring service also writes model outputs to the
+//! library database.
+
+pub mod queue;
+pub mod scoring;
+
+pub use queue::ScoreRequest;
+pub use scoring::{
+    CLASSES_HEAD, LITE0_MODEL_ID, PatchScore, PhotoScores, Progress, QUALITY_HEAD, QualityLoader, QualityScore, QualityScorer, ScoreEvent,
+    Scoring, ScoringConfig, TOP_CLASSES, Wake,
+};
 
 use std::path::PathBuf;
 use std::sync::Arc;
