@@ -111,7 +111,7 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
             let img_rect = Rect::from_min_max(to_screen(pos2(0.0, 0.0)), to_screen(pos2(1.0, 1.0)));
             painter.image(prev.texture.id(), img_rect, Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
             if app.settings.show_heatmap {
-                heatmap(ui, &painter, app, i, img_rect, resp.hover_pos());
+                heatmap(ui, &painter, app, i, img_rect, prev.full, resp.hover_pos());
             }
             let zoom_text = match t.scale {
                 None => format!("Fit ({:.0} %)", scale * ppp * 100.0),
@@ -162,7 +162,7 @@ pub fn clamp_center(c: Pos2, view: Vec2, shown: Vec2) -> Pos2 {
     pos2(axis(c.x, view.x, shown.x), axis(c.y, view.y, shown.y))
 }
 
-fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rect: Rect, hover: Option<Pos2>) {
+fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rect: Rect, full: [u32; 2], hover: Option<Pos2>) {
     let st = app.state().expect("a session is open");
     let p = &st.photos[i];
     let note = |text: &str| {
@@ -180,7 +180,7 @@ fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rec
         note("Heatmap: this model gives no per-patch outputs");
         return;
     }
-    let (w, h) = (s.image_size.0 as f32, s.image_size.1 as f32);
+    let (w, h) = (full[0] as f32, full[1] as f32);
     let range = q.patches.iter().map(|pt| (pt.score - q.score).abs()).fold(5.0f32, f32::max);
     let mut hovered = None;
     for pt in &q.patches {

@@ -34,7 +34,7 @@ use egui::TextureHandle;
 use crate::library::album::{AlbumConfig, AlbumEvent, AlbumHandle, DecisionChange};
 use crate::library::db::Library;
 use crate::library::thumbs::{self, ThumbCache};
-use crate::worker::scoring::{ScoreEvent, ScoreRequest, Scoring, ScoringConfig};
+use crate::worker::{ScoreEvent, ScoreRequest, Scoring, ScoringConfig};
 use commands::{Command, View};
 use settings::Settings;
 use state::{AlbumState, Photo, ScoreState, ThumbState};
@@ -313,7 +313,7 @@ impl KeepersApp {
     }
 
     /// Scoring progress for the status bar, when a worker runs.
-    pub fn scoring_progress(&self) -> Option<crate::worker::scoring::Progress> {
+    pub fn scoring_progress(&self) -> Option<crate::worker::Progress> {
         self.scoring.as_ref().map(|s| s.progress())
     }
 
@@ -440,6 +440,11 @@ impl KeepersApp {
                             self.model_notes.push(note);
                         }
                     }
+                    ScoreEvent::StoreFailed { error } => messages.push(Message {
+                        kind: MessageKind::Error,
+                        text: format!("Scores cannot be saved in the library ({error}); they are shown but will be computed again next time."),
+                        retry: false,
+                    }),
                     ScoreEvent::Idle => {}
                 }
             }
@@ -742,13 +747,7 @@ pub fn export_files(files: &[PathBuf], dest: &Path) -> std::io::Result<usize> {
 
 fn start_scoring(ctx: &egui::Context, opts: &AppOptions) -> Scoring {
     let wake_ctx = ctx.clone();
-    let cfg = ScoringConfig {
-        db_path: opts.db_path.clone(),
-        lite0: crate::model::weights::WeightsFile::EfficientNetLite0.path(),
-        batch: 8,
-        max_side: 2048,
-        quality: None,
-    };
+    let cfg = ScoringConfig { batch: 8, ..ScoringConfig::new(opts.db_path.clone()) };
     Scoring::start(cfg, Some(Arc::new(move || wake_ctx.request_repaint())))
 }
 

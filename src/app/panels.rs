@@ -214,7 +214,12 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                     _ => ("Unflagged", style::MUTED),
                 };
                 ui.label(RichText::new(text).color(color).strong());
-                ui.label(RichText::new("★".repeat(d.stars() as usize) + &"☆".repeat(5 - d.stars() as usize)).color(style::STAR));
+                let mut stars = egui::text::LayoutJob::default();
+                for k in 0..5 {
+                    let c = if k < d.stars() { style::STAR } else { egui::Color32::from_gray(80) };
+                    stars.append("★", 0.0, egui::TextFormat { color: c, ..Default::default() });
+                }
+                ui.label(stars);
                 if let Some(l) = d.label {
                     ui.label(RichText::new(format!("● {}", style::label_name(l))).color(style::label_color(l)));
                 }

@@ -32,6 +32,8 @@ pub struct Preview {
     pub texture: TextureHandle,
     /// Pixel size of the decoded image (the texture).
     pub size: [u32; 2],
+    /// Pixel size of the photo at full resolution (scores' patch rectangles are in these pixels).
+    pub full: [u32; 2],
 }
 
 pub enum PreviewState<'a> {
@@ -48,7 +50,7 @@ struct Queue {
 /// Background decoder for loupe previews.
 pub struct Previews {
     queue: Arc<(Mutex<Queue>, Condvar)>,
-    results: Receiver<(i64, Result<RgbImage, String>)>,
+    results: Receiver<(i64, Result<(RgbImage, [u32; 2]), String>)>,
     ready: HashMap<i64, Preview>,
     failed: HashMap<i64, String>,
     lru: VecDeque<i64>,
@@ -102,9 +104,9 @@ impl Previews {
     pub fn poll(&mut self, ctx: &egui::Context) {
         while let Ok((id, r)) = self.results.try_recv() {
             match r {
-                Ok(img) => {
+                Ok((img, full)) => {
                     let texture = upload(ctx, &format!("preview-{id}"), &img);
-                    self.ready.insert(id, Preview { texture, size: [img.width(), img.height()] });
+                    self.ready.insert(id, Preview { texture, size: [img.width(), img.height()], full });
                     self.lru.retain(|x| *x != id);
                     self.lru.push_back(id);
                     while self.lru.len() > PREVIEW_CAPACITY {
@@ -149,7 +151,7 @@ impl Drop for Previews {
     }
 }
 
-fn decode_loop(queue: Arc<(Mutex<Queue>, Condvar)>, tx: Sender<(i64, Result<RgbImage, String>)>, ctx: egui::Context, max_side: u32) {
+fn decode_loop(queue: Arc<(Mutex<Queue>, Condvar)>, tx: Sender<(i64, Result<(RgbImage, [u32; 2]), String>)>, ctx: egui::Context, max_side: u32) {
     let (lock, cv) = &*queue;
     loop {
         let (id, path) = {
@@ -164,7 +166,7 @@ fn decode_loop(queue: Arc<(Mutex<Queue>, Condvar)>, tx: Sender<(i64, Result<RgbI
                 q = cv.wait(q).expect("preview queue");
             }
         };
-        let r = decode_path(&path, Size::Fit(max_side)).map(|d| d.image).map_err(|e| e.to_string());
+        let r = decode_path(&path, Size::Fit(max_side)).map(|d| (d.image, [d.full_width, d.full_height])).map_err(|e| e.to_string());
         if tx.send((id, r)).is_err() {
             return;
         }
