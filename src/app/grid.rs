@@ -125,7 +125,13 @@ pub fn cell_at(ui: &mut Ui, app: &KeepersApp, st: &AlbumState, i: usize, rect: R
         }
         (ThumbState::Failed(e), None) => {
             painter.rect_filled(inner, 2.0, Color32::from_rgb(70, 30, 30));
-            painter.text(inner.center() - vec2(0.0, 10.0), Align2::CENTER_CENTER, "⚠ cannot read", FontId::proportional(14.0), style::REJECT);
+            painter.text(
+                inner.center() - vec2(0.0, 10.0),
+                Align2::CENTER_CENTER,
+                "⚠ cannot read",
+                FontId::proportional(14.0),
+                style::REJECT,
+            );
             let short: String = e.chars().take(60).collect();
             let galley = painter.layout(short, FontId::proportional(10.0), style::MUTED, inner.width() - 8.0);
             painter.galley(pos2(inner.left() + 4.0, inner.center().y + 4.0), galley, style::MUTED);
@@ -164,7 +170,13 @@ pub fn cell_at(ui: &mut Ui, app: &KeepersApp, st: &AlbumState, i: usize, rect: R
         let n = st.groups[g].members.len();
         let text = if st.collapse_groups && !st.expanded.contains(&g) { format!("▣ {n}") } else { "▣".to_string() };
         let best = st.groups[g].cover == i && p.score().is_some();
-        badge(&painter, rect.right_bottom() + vec2(-4.0, -8.0), Align2::RIGHT_BOTTOM, &text, if best { style::STAR } else { Color32::WHITE });
+        badge(
+            &painter,
+            rect.right_bottom() + vec2(-4.0, -8.0),
+            Align2::RIGHT_BOTTOM,
+            &text,
+            if best { style::STAR } else { Color32::WHITE },
+        );
     }
     if st.compare.contains(&i) {
         painter.rect_stroke(rect.shrink(2.0), 4.0, Stroke::new(2.0, style::COMPARE), StrokeKind::Inside);

@@ -77,7 +77,8 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
     let st = app.state().expect("a session is open");
     let p = &st.photos[i];
     let label = format!("Photo {}", p.name);
-    let resp = ui.interact(rect, ui.scope_id().with(("photo_view", p.id)), if interactive { Sense::click_and_drag() } else { Sense::hover() });
+    let resp =
+        ui.interact(rect, ui.scope_id().with(("photo_view", p.id)), if interactive { Sense::click_and_drag() } else { Sense::hover() });
     resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &label));
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, style::SURROUND);
@@ -124,12 +125,23 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
             if let Some(tex) = app.thumb(p.id) {
                 let ts = tex.size_vec2();
                 let s = (rect.width() / ts.x).min(rect.height() / ts.y);
-                painter.image(tex.id(), Rect::from_center_size(rect.center(), ts * s), Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
+                painter.image(
+                    tex.id(),
+                    Rect::from_center_size(rect.center(), ts * s),
+                    Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
+                    Color32::WHITE,
+                );
             }
             painter.text(rect.right_top() + vec2(-8.0, 8.0), Align2::RIGHT_TOP, "loading…", FontId::proportional(13.0), style::MUTED);
         }
         PreviewState::Failed(e) => {
-            painter.text(rect.center(), Align2::CENTER_CENTER, format!("⚠ Cannot show {}:\n{e}", p.name), FontId::proportional(15.0), style::REJECT);
+            painter.text(
+                rect.center(),
+                Align2::CENTER_CENTER,
+                format!("⚠ Cannot show {}:\n{e}", p.name),
+                FontId::proportional(15.0),
+                style::REJECT,
+            );
         }
     }
     // Caption: name, flag, stars, label.
@@ -151,7 +163,11 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
     painter.rect_filled(cap, 4.0, Color32::from_black_alpha(160));
     painter.galley(cap.min + vec2(6.0, 3.0), galley, Color32::WHITE);
     if let Some(l) = d.label {
-        painter.rect_filled(Rect::from_min_size(cap.right_top() + vec2(6.0, 4.0), vec2(14.0, cap.height() - 8.0)), 3.0, style::label_color(l));
+        painter.rect_filled(
+            Rect::from_min_size(cap.right_top() + vec2(6.0, 4.0), vec2(14.0, cap.height() - 8.0)),
+            3.0,
+            style::label_color(l),
+        );
     }
     resp
 }
@@ -196,8 +212,10 @@ fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rec
     }
     if let Some(v) = hovered {
         let text = format!("patch quality {v:.0} (photo {:.0})", q.score);
-        egui::Tooltip::always_open(ui.ctx().clone(), ui.layer_id(), ui.scope_id().with("heat_tip"), egui::PopupAnchor::Pointer).show(|ui| {
-            ui.label(text);
-        });
+        egui::Tooltip::always_open(ui.ctx().clone(), ui.layer_id(), ui.scope_id().with("heat_tip"), egui::PopupAnchor::Pointer).show(
+            |ui| {
+                ui.label(text);
+            },
+        );
     }
 }

@@ -197,7 +197,8 @@ impl KeepersApp {
             Some(dir) => Settings::load(&dir.join("settings.json")),
             None => (Settings::default(), None),
         };
-        let max_side = opts.preview_side.min(ctx.input(|i| i.max_texture_side) as u32).max(256);
+        // wgpu's default texture limit is 8192 on every backend; larger photos are shown downscaled.
+        let max_side = opts.preview_side.clamp(256, 8192);
         let mut app = KeepersApp {
             previews: Previews::start(ctx.clone(), max_side),
             scoring: None,
@@ -442,7 +443,9 @@ impl KeepersApp {
                     }
                     ScoreEvent::StoreFailed { error } => messages.push(Message {
                         kind: MessageKind::Error,
-                        text: format!("Scores cannot be saved in the library ({error}); they are shown but will be computed again next time."),
+                        text: format!(
+                            "Scores cannot be saved in the library ({error}); they are shown but will be computed again next time."
+                        ),
                         retry: false,
                     }),
                     ScoreEvent::Idle => {}
@@ -502,7 +505,10 @@ impl KeepersApp {
                 let Some(i) = self.state().and_then(|s| s.current()) else { return };
                 self.decide(i, change);
                 let advance = matches!(change, DecisionChange::Pick | DecisionChange::Reject | DecisionChange::Stars(_));
-                if auto && advance && let Some(s) = self.session.as_mut() {
+                if auto
+                    && advance
+                    && let Some(s) = self.session.as_mut()
+                {
                     s.state.refresh();
                     // A filter may have removed the photo: the cursor already sits on the next one then.
                     if s.state.current() == Some(i) {
@@ -628,7 +634,9 @@ impl KeepersApp {
                 for i in covers {
                     self.decide(i, DecisionChange::Label(Some(crate::library::xmp::ColorLabel::Purple)));
                 }
-                self.info("Covers accepted: marked with the purple label (written to the XMP sidecars). Export them with \"Export covers\".");
+                self.info(
+                    "Covers accepted: marked with the purple label (written to the XMP sidecars). Export them with \"Export covers\".",
+                );
             }
             Command::ExportCovers => self.export_covers(),
             Command::DismissCovers => self.ui.covers = None,
@@ -678,7 +686,9 @@ impl KeepersApp {
         std::thread::spawn(move || {
             let msg = match export_files(&files, &dest) {
                 Ok(n) => Message { kind: MessageKind::Info, text: format!("Exported {n} cover(s) to {}", dest.display()), retry: false },
-                Err(e) => Message { kind: MessageKind::Error, text: format!("Cover export to {} failed: {e}", dest.display()), retry: false },
+                Err(e) => {
+                    Message { kind: MessageKind::Error, text: format!("Cover export to {} failed: {e}", dest.display()), retry: false }
+                }
             };
             let _ = tx.send(BackgroundNote::Message(msg));
             ctx.request_repaint();
@@ -761,7 +771,8 @@ impl eframe::App for KeepersApp {
         let ctx = ui.ctx().clone();
         let mut commands = Vec::new();
         // Dropped folders (or a file: its folder) open as the album.
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_owned()).filter(|p| !p.as_os_str().is_empty()).collect());
+        let dropped: Vec<PathBuf> =
+            ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_owned()).filter(|p| !p.as_os_str().is_empty()).collect());
         if let Some(p) = dropped.into_iter().next() {
             let dir = if p.is_dir() { p } else { p.parent().map(Path::to_owned).unwrap_or(p) };
             commands.push(Command::Open(dir));

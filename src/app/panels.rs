@@ -15,7 +15,8 @@ use crate::library::xmp::ColorLabel;
 pub const NOT_TRAINED: &str = "not trained yet — train it in the taste panel or from AVA";
 
 /// Themes the theme-conditioned score can be asked for (AVA challenge themes).
-pub const THEMES: &[&str] = &["Portraits", "Landscapes", "Sports", "Animals", "Architecture", "Street", "Macro", "Night", "Still life", "Black and white"];
+pub const THEMES: &[&str] =
+    &["Portraits", "Landscapes", "Sports", "Animals", "Architecture", "Street", "Macro", "Night", "Still life", "Black and white"];
 
 pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
     let mut out = Vec::new();
@@ -50,11 +51,12 @@ pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             ui.separator();
             ui.label("Sort");
             let mut sort = state.sort;
-            egui::ComboBox::from_id_salt("sort").selected_text(sort.label()).show_ui(ui, |ui| {
+            let r = egui::ComboBox::from_id_salt("sort").selected_text(sort.label()).show_ui(ui, |ui| {
                 for k in SortKey::ALL {
                     ui.selectable_value(&mut sort, k, k.label());
                 }
             });
+            named(&r.response, "Sort by");
             if sort != state.sort {
                 out.push(Command::SetSort(sort));
             }
@@ -65,18 +67,20 @@ pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             ui.separator();
             let mut f = state.filter.clone();
             ui.label("Show");
-            egui::ComboBox::from_id_salt("flag_filter").selected_text(f.flag.label()).show_ui(ui, |ui| {
+            let r = egui::ComboBox::from_id_salt("flag_filter").selected_text(f.flag.label()).show_ui(ui, |ui| {
                 for k in FlagFilter::ALL {
                     ui.selectable_value(&mut f.flag, k, k.label());
                 }
             });
+            named(&r.response, "Show flags");
             let stars = if f.min_stars == 0 { "Any rating".to_string() } else { format!("≥ {} ★", f.min_stars) };
-            egui::ComboBox::from_id_salt("min_stars").selected_text(stars).show_ui(ui, |ui| {
+            let r = egui::ComboBox::from_id_salt("min_stars").selected_text(stars).show_ui(ui, |ui| {
                 ui.selectable_value(&mut f.min_stars, 0, "Any rating");
                 for n in 1..=5u8 {
                     ui.selectable_value(&mut f.min_stars, n, format!("≥ {n} ★"));
                 }
             });
+            named(&r.response, "Minimum rating");
             ui.menu_button("Score range", |ui| {
                 ui.label("Photos with a score in this range (0–100)");
                 ui.add(egui::Slider::new(&mut f.score_range.0, 0.0..=100.0).text("from"));
@@ -122,6 +126,11 @@ pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
         ui.add_space(2.0);
     });
     out
+}
+
+/// Gives a control without visible text of its own its accessible name.
+fn named(r: &egui::Response, name: &str) {
+    r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, r.enabled(), name));
 }
 
 fn messages(ui: &mut Ui, app: &KeepersApp, out: &mut Vec<Command>) {
@@ -203,7 +212,9 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 return;
             };
             ui.heading(&p.name);
-            ui.label(RichText::new(p.path.display().to_string()).small().color(style::MUTED));
+            let rel = p.path.strip_prefix(&st.root).unwrap_or(&p.path);
+            let folder = rel.parent().filter(|f| !f.as_os_str().is_empty()).map_or("album folder".to_string(), |f| f.display().to_string());
+            ui.label(RichText::new(format!("in {folder}")).small().color(style::MUTED)).on_hover_text(p.path.display().to_string());
             ui.add_space(6.0);
             // Decision.
             let d = &p.decision;
@@ -245,10 +256,16 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                         ui.add(egui::ProgressBar::new(q.score / 100.0).text(format!("{:.0} / 100", q.score)))
                             .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Technical quality score"));
                         ui.label(
-                            RichText::new("Predicted mean opinion score (LIVE Challenge scale): sharpness, exposure, noise.").small().color(style::MUTED),
+                            RichText::new("Predicted mean opinion score (LIVE Challenge scale): sharpness, exposure, noise.")
+                                .small()
+                                .color(style::MUTED),
                         );
                         if !s.quality.as_ref().is_some_and(|q| q.patches.is_empty()) {
-                            ui.label(RichText::new("Heatmap (H): patches above the photo's score in green, below in red.").small().color(style::MUTED));
+                            ui.label(
+                                RichText::new("Heatmap (H): patches above the photo's score in green, below in red.")
+                                    .small()
+                                    .color(style::MUTED),
+                            );
                         }
                     }
                     None => {
@@ -270,12 +287,13 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             ui.label(RichText::new("Theme").strong());
             let theme_text = app.ui.theme.map_or("Choose a theme…", |t| THEMES[t]);
             let mut theme = app.ui.theme;
-            egui::ComboBox::from_id_salt("theme").selected_text(theme_text).show_ui(ui, |ui| {
+            let r = egui::ComboBox::from_id_salt("theme").selected_text(theme_text).show_ui(ui, |ui| {
                 ui.selectable_value(&mut theme, None, "None");
                 for (i, t) in THEMES.iter().enumerate() {
                     ui.selectable_value(&mut theme, Some(i), *t);
                 }
             });
+            named(&r.response, "Theme");
             if theme != app.ui.theme {
                 out.push(Command::SetTheme(theme));
             }
@@ -310,7 +328,11 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                     crate::library::burst::GroupKind::Burst => "Burst",
                     crate::library::burst::GroupKind::NearDuplicate => "Near-duplicates",
                 };
-                let best = if st.current() == Some(grp.cover) && st.photos[grp.cover].score().is_some() { " · this is the best frame" } else { "" };
+                let best = if st.current() == Some(grp.cover) && st.photos[grp.cover].score().is_some() {
+                    " · this is the best frame"
+                } else {
+                    ""
+                };
                 ui.label(format!("{kind} of {} frames{best}", grp.members.len()));
             }
             ui.separator();
@@ -418,7 +440,8 @@ pub fn overlays(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 if ui.button("Accept covers (Enter)").clicked() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
                     out.push(Command::AcceptCovers);
                 }
-                if ui.button("Export covers…").on_hover_text("Copy them to a \"Keepers covers\" folder in the album, with a list").clicked() {
+                if ui.button("Export covers…").on_hover_text("Copy them to a \"Keepers covers\" folder in the album, with a list").clicked()
+                {
                     out.push(Command::ExportCovers);
                 }
                 if ui.button("Close").clicked() {

@@ -453,8 +453,10 @@ impl AlbumState {
     /// Up to `n` cover suggestions: the best-scored photos, at most one per burst group, rejects excluded.
     /// Empty when nothing has a score yet (no number is made up).
     pub fn suggest_covers(&self, n: usize) -> Vec<usize> {
-        let mut scored: Vec<(usize, f32)> =
-            (0..self.photos.len()).filter(|&i| !self.photos[i].decision.is_rejected()).filter_map(|i| self.photos[i].score().map(|s| (i, s))).collect();
+        let mut scored: Vec<(usize, f32)> = (0..self.photos.len())
+            .filter(|&i| !self.photos[i].decision.is_rejected())
+            .filter_map(|i| self.photos[i].score().map(|s| (i, s)))
+            .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut used_groups = std::collections::HashSet::new();
         let mut out = Vec::new();

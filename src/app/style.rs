@@ -44,7 +44,16 @@ pub fn heat(delta: f32, range: f32) -> Color32 {
     if t >= 0.0 { Color32::from_rgba_unmultiplied(60, 210, 90, a) } else { Color32::from_rgba_unmultiplied(235, 70, 60, a) }
 }
 
+/// DejaVu Sans (assets/fonts), after egui's own fonts: the badges' symbols (★ ✔ ✖ ▣ ● ⚠).
+const SYMBOLS_FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
 pub fn apply(ctx: &egui::Context) {
+    let mut fonts = egui::FontDefinitions::default();
+    fonts.font_data.insert("dejavu".into(), std::sync::Arc::new(egui::FontData::from_static(SYMBOLS_FONT)));
+    for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+        fonts.families.entry(family).or_default().push("dejavu".into());
+    }
+    ctx.set_fonts(fonts);
     let mut v = Visuals::dark();
     v.panel_fill = PANEL;
     v.window_fill = PANEL;

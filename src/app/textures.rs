@@ -66,14 +66,7 @@ impl Previews {
             .name("keepers-previews".into())
             .spawn(move || decode_loop(q, tx, ctx, max_side))
             .expect("spawn preview thread");
-        Previews {
-            queue,
-            results,
-            ready: HashMap::new(),
-            failed: HashMap::new(),
-            lru: VecDeque::new(),
-            thread: Some(thread),
-        }
+        Previews { queue, results, ready: HashMap::new(), failed: HashMap::new(), lru: VecDeque::new(), thread: Some(thread) }
     }
 
     /// Wants these photos, most needed first; replaces whatever was still waiting.
@@ -151,7 +144,12 @@ impl Drop for Previews {
     }
 }
 
-fn decode_loop(queue: Arc<(Mutex<Queue>, Condvar)>, tx: Sender<(i64, Result<(RgbImage, [u32; 2]), String>)>, ctx: egui::Context, max_side: u32) {
+fn decode_loop(
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    tx: Sender<(i64, Result<(RgbImage, [u32; 2]), String>)>,
+    ctx: egui::Context,
+    max_side: u32,
+) {
     let (lock, cv) = &*queue;
     loop {
         let (id, path) = {

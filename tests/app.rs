@@ -1,0 +1,376 @@
+//! The desktop app driven headless through egui_kittest: widgets are found by their accessible labels,
+//! keys are pressed as a user would, and what reaches the disk (XMP sidecars) is read back with the
+//! library's own reader. Snapshot tests render the grid and the loupe with wgpu (lavapipe on CPU-only
+//! machines) and compare them with the committed images in tests/snapshots/ (regenerate with
+//! `UPDATE_SNAPSHOTS=1`).
+//!
+//! Every test opens a copy of the bundled sample album in a temporary folder, with its own library
+//! database, thumbnail cache and no saved settings.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui::Key;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use keepers::app::commands::View;
+use keepers::app::state::SortKey;
+use keepers::app::{AppOptions, KeepersApp};
+use keepers::library::xmp::{self, ColorLabel, Decision};
+
+struct Album {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+/// A copy of assets/samples (photos only) and a private data folder.
+fn sample_album() -> Album {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("shoot");
+    std::fs::create_dir_all(&root).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")).unwrap() {
+        let p = e.unwrap().path();
+        let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("").to_lowercase();
+        if ext == "jpg" || ext == "png" {
+            std::fs::copy(&p, root.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    Album { root, data, _tmp: tmp }
+}
+
+fn options(a: &Album, scoring: bool) -> AppOptions {
+    AppOptions {
+        open: Some(a.root.clone()),
+        config_dir: None,
+        db_path: a.data.join("library.sqlite"),
+        thumb_dir: a.data.join("thumbs"),
+        scoring,
+        preview_side: 1024,
+    }
+}
+
+fn harness(a: &Album, scoring: bool, size: (f32, f32)) -> Harness<'static, KeepersApp> {
+    let opts = options(a, scoring);
+    Harness::builder().with_size(egui::vec2(size.0, size.1)).build_eframe(move |cc| KeepersApp::new(&cc.egui_ctx, opts))
+}
+
+/// Steps frames until `done` holds (background threads deliver between frames).
+fn wait_for(h: &mut Harness<'_, KeepersApp>, what: &str, done: impl Fn(&KeepersApp) -> bool) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if done(h.state()) {
+            // Let the layout catch up with the last state change.
+            h.run_steps(2);
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn loaded(app: &KeepersApp) -> bool {
+    app.session.as_ref().is_some_and(|s| {
+        s.finished && s.state.len() == 16 && s.state.photos.iter().all(|p| p.thumb != keepers::app::state::ThumbState::Pending)
+    })
+}
+
+fn scored(app: &KeepersApp) -> bool {
+    loaded(app) && app.scoring_progress().is_some_and(|p| !p.busy && p.done >= 16)
+}
+
+fn current_name(app: &KeepersApp) -> String {
+    app.state().unwrap().current_photo().unwrap().name.clone()
+}
+
+fn photo_path(a: &Album, name: &str) -> PathBuf {
+    std::fs::canonicalize(a.root.join(name)).unwrap()
+}
+
+/// Waits until `name`'s sidecar on disk says `want`.
+fn wait_sidecar(h: &mut Harness<'_, KeepersApp>, path: &Path, want: Decision) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        // XMP has no "unflagged" value: an absent pick flag reads back as None.
+        if let Ok((d, _)) = xmp::read_decision(path)
+            && d.rating == want.rating
+            && d.label == want.label
+            && d.is_picked() == want.is_picked()
+            && d.is_rejected() == want.is_rejected()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}: sidecar never said {want:?} (now {:?})",
+            path.display(),
+            xmp::read_decision(path)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn opens_the_sample_album_with_every_photo_in_the_grid() {
+    let a = sample_album();
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", loaded);
+    let st = h.state().state().unwrap();
+    assert_eq!(st.len(), 16);
+    assert_eq!(st.visible.len(), 16);
+    // The grid's cells are labelled by file name; the first rows are on screen.
+    h.get_by_label("coffee.png");
+    h.get_by_label("chelsea.png");
+    h.get_by_label("Grid");
+    h.get_by_label("Loupe");
+    h.get_by_label("Compare");
+    // Without a worker no score is made up: the info panel says what is not trained.
+    h.get_by_label("Aesthetic score not trained yet");
+}
+
+#[test]
+fn keyboard_moves_through_the_album() {
+    let a = sample_album();
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", loaded);
+    let order: Vec<String> = {
+        let st = h.state().state().unwrap();
+        st.visible.iter().map(|&i| st.photos[i].name.clone()).collect()
+    };
+    assert_eq!(current_name(h.state()), order[0]);
+    h.key_press(Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(current_name(h.state()), order[1]);
+    h.key_press(Key::End);
+    h.run_steps(2);
+    assert_eq!(current_name(h.state()), order[15]);
+    h.key_press(Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(current_name(h.state()), order[15], "the cursor stops at the last photo");
+    h.key_press(Key::Home);
+    h.run_steps(2);
+    assert_eq!(current_name(h.state()), order[0]);
+    // Down moves one grid row.
+    let cols = h.state().ui.grid_columns;
+    assert!(cols >= 2, "a 1280 px window shows several columns, got {cols}");
+    h.key_press(Key::ArrowDown);
+    h.run_steps(2);
+    assert_eq!(current_name(h.state()), order[cols]);
+    // Clicking a cell selects it.
+    h.get_by_label(&order[2]).click();
+    h.run_steps(2);
+    assert_eq!(current_name(h.state()), order[2]);
+}
+
+#[test]
+fn culling_keys_reach_the_sidecars_and_undo_takes_them_back() {
+    let a = sample_album();
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", loaded);
+    let first = current_name(h.state());
+    let path = photo_path(&a, &first);
+
+    h.key_press(Key::P);
+    h.run_steps(2);
+    assert!(h.state().state().unwrap().current_photo().unwrap().decision.is_picked());
+    let mut want = Decision::default();
+    want.mark_picked();
+    wait_sidecar(&mut h, &path, want);
+
+    h.key_press(Key::Num4);
+    want.set_rating(4);
+    wait_sidecar(&mut h, &path, want);
+
+    h.key_press(Key::Num6);
+    want.set_label(Some(ColorLabel::Red));
+    wait_sidecar(&mut h, &path, want);
+
+    // Reject, then undo: the pick and the 4 stars come back, on disk too.
+    h.key_press(Key::X);
+    let mut rejected = want;
+    rejected.mark_rejected();
+    wait_sidecar(&mut h, &path, rejected);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
+    wait_sidecar(&mut h, &path, want);
+    let now = h.state().state().unwrap().current_photo().unwrap().decision;
+    assert!(now.is_picked() && now.stars() == 4 && now.label == Some(ColorLabel::Red), "{now:?}");
+    // Redo puts the reject back.
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, Key::Z);
+    wait_sidecar(&mut h, &path, rejected);
+
+    // Unflag restores the stars the reject replaced.
+    h.key_press(Key::U);
+    let mut unflagged = rejected;
+    unflagged.unflag(Some(4));
+    wait_sidecar(&mut h, &path, unflagged);
+    assert_eq!(unflagged.stars(), 4);
+
+    // Auto-advance: a pick moves to the next photo; the next photo's sidecar gets the pick.
+    h.key_press(Key::A);
+    h.run_steps(2);
+    assert!(h.state().settings.auto_advance);
+    h.key_press(Key::ArrowRight);
+    h.run_steps(2);
+    let second = current_name(h.state());
+    h.key_press(Key::P);
+    h.run_steps(2);
+    assert_ne!(current_name(h.state()), second, "auto-advance moved on");
+    let mut picked = Decision::default();
+    picked.mark_picked();
+    wait_sidecar(&mut h, &photo_path(&a, &second), picked);
+    // The original photo files were never written.
+    for name in [&first, &second] {
+        let orig = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples").join(name);
+        assert_eq!(std::fs::read(orig).unwrap(), std::fs::read(a.root.join(name)).unwrap(), "{name} was modified");
+    }
+}
+
+#[test]
+fn views_switch_by_button_and_key_and_the_heatmap_toggles() {
+    let a = sample_album();
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", loaded);
+    h.get_by_label("Loupe").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ui.view, View::Loupe);
+    let name = current_name(h.state());
+    h.get_by_label(&format!("Photo {name}"));
+    // Z: 100 %, again: fit.
+    h.key_press(Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().ui.transform.scale, Some(1.0));
+    h.key_press(Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().ui.transform.scale, None);
+    h.get_by_label("Compare").click();
+    h.run_steps(2);
+    assert_eq!(h.state().ui.view, View::Compare);
+    // Compare shows the current photo and the next one when nothing is marked.
+    let frames = h.state().state().unwrap().compare_frames();
+    assert_eq!(frames.len(), 2);
+    for &i in &frames {
+        let n = h.state().state().unwrap().photos[i].name.clone();
+        h.get_by_label(&format!("Photo {n}"));
+    }
+    h.key_press(Key::G);
+    h.run_steps(2);
+    assert_eq!(h.state().ui.view, View::Grid);
+    h.key_press(Key::Enter);
+    h.run_steps(2);
+    assert_eq!(h.state().ui.view, View::Loupe);
+    h.key_press(Key::Escape);
+    h.run_steps(2);
+    assert_eq!(h.state().ui.view, View::Grid);
+
+    assert!(!h.state().settings.show_heatmap);
+    h.get_by_label("Heatmap").click();
+    h.run_steps(2);
+    assert!(h.state().settings.show_heatmap);
+    h.key_press(Key::H);
+    h.run_steps(2);
+    assert!(!h.state().settings.show_heatmap);
+
+    // The shortcut sheet opens from its button and closes with Escape.
+    h.get_by_label("Keyboard shortcuts").click();
+    h.run_steps(5);
+    assert!(h.state().ui.show_shortcuts);
+    h.get_by_label("Pick");
+    h.key_press(Key::Escape);
+    h.run_steps(2);
+    assert!(!h.state().ui.show_shortcuts);
+}
+
+#[test]
+fn filters_and_sorting_change_what_the_grid_shows() {
+    let a = sample_album();
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", loaded);
+    // Pick two photos and reject one.
+    h.key_press(Key::P);
+    h.key_press(Key::ArrowRight);
+    h.key_press(Key::P);
+    h.key_press(Key::ArrowRight);
+    h.key_press(Key::X);
+    h.run_steps(2);
+    let st = h.state().state().unwrap();
+    assert_eq!(st.counts(), (2, 1, 0));
+    let mut f = st.filter.clone();
+    f.flag = keepers::app::state::FlagFilter::Picks;
+    h.state_mut().apply(vec![keepers::app::commands::Command::SetFilter(f.clone())]);
+    h.run_steps(2);
+    assert_eq!(h.state().state().unwrap().visible.len(), 2);
+    f.flag = keepers::app::state::FlagFilter::Rejects;
+    h.state_mut().apply(vec![keepers::app::commands::Command::SetFilter(f.clone())]);
+    h.run_steps(2);
+    assert_eq!(h.state().state().unwrap().visible.len(), 1);
+    // "Clear filters" appears with a filter on, and clears it.
+    h.get_by_label("Clear filters").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state().unwrap().visible.len(), 16);
+
+    // Sort by name through the combo box; reverse with the toggle.
+    h.get_by_label("Sort by").click();
+    h.run_steps(2);
+    h.get_by_label("Name").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state().unwrap().sort, SortKey::Name);
+    let names = |app: &KeepersApp| -> Vec<String> {
+        let st = app.state().unwrap();
+        st.visible.iter().map(|&i| st.photos[i].name.clone()).collect()
+    };
+    let mut sorted = names(h.state());
+    sorted.sort();
+    assert_eq!(names(h.state()), sorted);
+    h.get_by_label("Reverse").click();
+    h.run_steps(2);
+    sorted.reverse();
+    assert_eq!(names(h.state()), sorted);
+}
+
+#[test]
+fn scores_content_and_covers_come_from_the_worker() {
+    let a = sample_album();
+    let mut h = harness(&a, true, (1280.0, 800.0));
+    wait_for(&mut h, "the album to be scored", scored);
+    let st = h.state().state().unwrap();
+    let coffee = st.index_of_path(&photo_path(&a, "coffee.png")).unwrap();
+    let keepers::app::state::ScoreState::Ready(s) = &st.photos[coffee].scores else { panic!("coffee.png not scored") };
+    assert_eq!(s.classes[0].1, "espresso");
+    assert_eq!(s.embedding.len(), 1280);
+    // Select coffee.png: the info panel lists its content.
+    h.get_by_label("coffee.png").click();
+    h.run_steps(3);
+    h.get_by_label("espresso");
+}
+
+#[test]
+fn snapshot_grid_and_loupe() {
+    let a = sample_album();
+    let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).wgpu().build_eframe({
+        let opts = options(&a, true);
+        move |cc| KeepersApp::new(&cc.egui_ctx, opts)
+    });
+    wait_for(&mut h, "the album to be scored", scored);
+    h.key_press(Key::ArrowRight);
+    h.key_press(Key::P);
+    h.key_press(Key::Num3);
+    h.key_press(Key::Num8);
+    h.run_steps(3);
+    h.snapshot("grid");
+    h.key_press(Key::E);
+    let start = Instant::now();
+    while matches!(
+        h.state().previews().get(h.state().state().unwrap().current_photo().unwrap().id),
+        keepers::app::textures::PreviewState::Loading
+    ) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(start.elapsed() < Duration::from_secs(30), "preview never loaded");
+    }
+    h.run_steps(3);
+    h.snapshot("loupe");
+}
