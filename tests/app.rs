@@ -67,7 +67,14 @@ fn wait_for(h: &mut Harness<'_, KeepersApp>, what: &str, done: impl Fn(&KeepersA
             h.run_steps(2);
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        if start.elapsed() > Duration::from_secs(120) {
+            let app = h.state();
+            let s = app.session.as_ref().map(|s| {
+                let photos: Vec<String> = s.state.photos.iter().map(|p| format!("{} {:?} {}", p.name, p.thumb, matches!(p.scores, keepers::app::state::ScoreState::Pending))).collect();
+                format!("finished {} photos {:?}", s.finished, photos)
+            });
+            panic!("timed out waiting for {what}: {s:?} progress {:?}", app.scoring_progress());
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -355,10 +362,10 @@ fn snapshot_grid_and_loupe() {
         move |cc| KeepersApp::new(&cc.egui_ctx, opts)
     });
     wait_for(&mut h, "the album to be scored", scored);
-    h.key_press(Key::ArrowRight);
-    h.key_press(Key::P);
-    h.key_press(Key::Num3);
-    h.key_press(Key::Num8);
+    for k in [Key::ArrowRight, Key::P, Key::Num3, Key::Num8] {
+        h.key_press(k);
+        h.run_steps(1);
+    }
     h.run_steps(3);
     h.snapshot("grid");
     h.key_press(Key::E);
@@ -373,4 +380,51 @@ fn snapshot_grid_and_loupe() {
     }
     h.run_steps(3);
     h.snapshot("loupe");
+}
+
+#[test]
+fn a_photo_that_cannot_be_read_shows_an_error_tile_and_the_others_go_on() {
+    let a = sample_album();
+    // A JPEG cut off after its header, and a file that only claims to be one.
+    let good = std::fs::read(a.root.join("china.jpg")).unwrap();
+    std::fs::write(a.root.join("broken.jpg"), &good[..600]).unwrap();
+    std::fs::write(a.root.join("fake.jpg"), b"not a jpeg at all").unwrap();
+    let mut h = harness(&a, true, (1280.0, 800.0));
+    let done = |app: &KeepersApp| {
+        app.session.as_ref().is_some_and(|s| {
+            s.finished && s.state.photos.iter().all(|p| p.thumb != keepers::app::state::ThumbState::Pending)
+        }) && app.scoring_progress().is_some_and(|p| !p.busy && p.done + p.failed >= 17)
+    };
+    wait_for(&mut h, "the album to be scored", done);
+    let st = h.state().state().unwrap();
+    let broken = st.index_of_path(&photo_path(&a, "broken.jpg")).expect("the damaged photo is listed");
+    assert!(matches!(st.photos[broken].thumb, keepers::app::state::ThumbState::Failed(_)), "{:?}", st.photos[broken].thumb);
+    match &st.photos[broken].scores {
+        keepers::app::state::ScoreState::Failed(e) => assert!(e.contains("broken.jpg"), "{e}"),
+        other => panic!("broken.jpg: {other:?}"),
+    }
+    let ok = st.photos.iter().filter(|p| matches!(p.scores, keepers::app::state::ScoreState::Ready(_))).count();
+    assert_eq!(ok, 16, "every readable photo was scored");
+    h.get_by_label("broken.jpg");
+}
+
+#[test]
+fn recent_albums_and_preferences_persist() {
+    let a = sample_album();
+    let config = a.data.join("config");
+    let opts = AppOptions { config_dir: Some(config.clone()), ..options(&a, false) };
+    let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).build_eframe(move |cc| KeepersApp::new(&cc.egui_ctx, opts));
+    wait_for(&mut h, "the album to load", loaded);
+    h.key_press(Key::A);
+    h.run_steps(2);
+    drop(h);
+    let (s, note) = keepers::app::settings::Settings::load(&config.join("settings.json"));
+    assert!(note.is_none());
+    assert_eq!(s.recent, vec![std::fs::canonicalize(&a.root).unwrap()]);
+    assert!(s.auto_advance);
+    // A second start shows the album in the recent list.
+    let opts = AppOptions { config_dir: Some(config), open: None, ..options(&a, false) };
+    let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).build_eframe(move |cc| KeepersApp::new(&cc.egui_ctx, opts));
+    h.run_steps(2);
+    h.get_by_label(&std::fs::canonicalize(&a.root).unwrap().display().to_string());
 }

@@ -396,12 +396,12 @@ impl KeepersApp {
                     }
                     session.thumbs_done += 1;
                 }
-                AlbumEvent::DecisionSaved { path, decision, sidecar_written } => {
+                // The album stores exactly the decisions the app sends (`Restore`), in order; the app's own
+                // copy is already newer than any saved event still in flight, so only the sidecar state is
+                // taken from it.
+                AlbumEvent::DecisionSaved { path, sidecar_written, .. } => {
                     if let Some(i) = session.state.index_of_path(&path) {
-                        let p = &mut session.state.photos[i];
-                        p.decision = decision;
-                        p.sidecar_pending = !sidecar_written;
-                        session.refresh = true;
+                        session.state.photos[i].sidecar_pending = !sidecar_written;
                     }
                 }
                 AlbumEvent::SidecarsUnwritable { folder, error } => messages.push(Message {

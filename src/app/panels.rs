@@ -176,15 +176,16 @@ pub fn status_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             }
             if let Some(p) = app.scoring_progress() {
                 ui.separator();
-                if p.total > 0 && (p.busy || p.done < p.total) {
-                    let frac = p.done as f32 / p.total.max(1) as f32;
+                if p.total > 0 && (p.busy || p.done + p.failed < p.total) {
+                    let frac = (p.done + p.failed) as f32 / p.total.max(1) as f32;
                     let eta = p.eta.map(|d| format!(" · ETA {}", fmt_duration(d))).unwrap_or_default();
                     let failed = if p.failed > 0 { format!(" · {} failed", p.failed) } else { String::new() };
-                    let text = format!("Scoring {}/{}{failed}{eta}", p.done, p.total);
+                    let text = format!("Scoring {}/{}{failed}{eta}", p.done + p.failed, p.total);
                     ui.add(egui::ProgressBar::new(frac).desired_width(260.0).text(text.clone()))
                         .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Scoring progress"));
                 } else if p.total > 0 {
-                    ui.label(format!("Scored {}/{}", p.done - p.failed.min(p.done), p.total));
+                    let failed = if p.failed > 0 { format!(" · {} could not be read", p.failed) } else { String::new() };
+                    ui.label(format!("Scored {}/{}{failed}", p.done, p.total));
                 }
             }
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {

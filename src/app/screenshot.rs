@@ -46,7 +46,7 @@ impl Tour {
 
     fn ready(app: &KeepersApp) -> bool {
         let Some(s) = &app.session else { return false };
-        let scored = app.scoring_progress().is_none_or(|p| !p.busy && p.done >= s.state.len());
+        let scored = app.scoring_progress().is_none_or(|p| !p.busy && p.done + p.failed >= s.state.len());
         let previews = match app.ui.view {
             View::Grid => true,
             View::Loupe => s.state.current().is_none_or(|i| !matches!(app.previews().get(s.state.photos[i].id), PreviewState::Loading)),
