@@ -259,7 +259,7 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
     let wpath = a.out.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&quality::head_variables(&varmap), &wpath).with_context(|| format!("writing {}", wpath.display()))?;
     let wsha = weights::sha256_hex(&std::fs::read(&wpath)?);
-    std::fs::write(a.out.join("quality_dma_fc.sha256"), format!("{wsha}\n"))?;
+    std::fs::write(a.out.join("quality_dma_fc.sha256"), &wsha)?;
     let cfg = dma_fc();
     let summary = |f: &Figures| {
         let (rs, rss) = mean_std(&f.random_srcc);
