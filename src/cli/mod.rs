@@ -6,6 +6,7 @@ mod bench_library;
 mod classify;
 mod cv;
 mod info;
+mod train_quality;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,42 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Train the shipped quality model (DMA-fc, frozen Lite0) on a CSV of photos with MOS: k-fold CV
+    /// over epochs x weight decay (SRCC/PLCC per fold), refit on all photos, write weights + JSON.
+    TrainQuality {
+        /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Folder for quality_dma_fc.{safetensors,json,sha256}.
+        #[arg(long, default_value = "weights")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Epoch counts tried by the CV, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "40,80")]
+        epochs: Vec<usize>,
+        /// AdamW weight decays tried by the CV, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0.0001,0.01,1")]
+        weight_decays: Vec<f64>,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Native-resolution patches cached per photo (training and the CV protocol).
+        #[arg(long, default_value_t = 32)]
+        native: usize,
+        #[arg(long, default_value_t = 16)]
+        arp: usize,
+        /// Most grid cells per side at inference.
+        #[arg(long, default_value_t = crate::model::quality::DEFAULT_GRID_MAX)]
+        grid_max: u32,
+        /// Feature cache folder (default: the user cache dir, keepers/features).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -120,6 +157,21 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 plan: crate::train::features::FeaturePlan { native, arp, seed },
                 cache,
                 out: out.as_deref(),
+            })
+        }
+        Some(Command::TrainQuality { data, images, out, folds, seed, epochs, weight_decays, lr, native, arp, grid_max, cache }) => {
+            train_quality::run(train_quality::TrainQualityArgs {
+                data: &data,
+                images: images.as_deref(),
+                out: &out,
+                folds,
+                seed,
+                epochs: &epochs,
+                weight_decays: &weight_decays,
+                lr,
+                plan: crate::train::features::FeaturePlan { native, arp, seed },
+                grid_max,
+                cache,
             })
         }
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),

@@ -10,6 +10,7 @@
 //! - [`weights`]: shipped weights files, located and sha256-verified.
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
 //! - [`init`]: seeded weight initialisation and dropout (reproducible training).
+//! - [`quality`]: the shipped technical-quality model (DMA-fc on Lite0, LIVE Challenge MOS).
 //! - [`views`]: the papers' views and patches (seeded), each with its rectangle in the photo.
 //! - [`systems`]: the seed systems by id (SCNN ... ARP-MPEMD), built from the pieces above.
 
@@ -25,6 +26,7 @@ pub mod padding;
 pub mod pointwise;
 pub mod pooling;
 pub mod preprocess;
+pub mod quality;
 pub mod systems;
 pub mod views;
 pub mod weights;

@@ -1,0 +1,336 @@
+//! `keepers train-quality`: trains the shipped technical-quality model
+//! ([`crate::model::quality`], DMA-fc of paper 000 on the frozen Lite0 column) on a CSV of
+//! photos with mean opinion scores (the LIVE Challenge `labels.csv`).
+//!
+//! 1. Features: the cached random native patches of `keepers cv` (same plan and cache), and
+//!    each photo's inference grid patches ([`quality::grid_patches`], cached beside them).
+//! 2. k-fold cross-validation (the folds of `keepers cv`) over a small grid of epochs x weight
+//!    decay; every fold is scored twice on its held-out photos: with the CV protocol (10
+//!    random bags of the cached random patches) and with the app's grid inference
+//!    ([`quality::score_features`]). SRCC / PLCC per fold, mean ± sample std.
+//! 3. The setting with the best mean held-out SRCC of grid inference (what the app runs) is
+//!    refit on every photo and saved: the variables after the column as safetensors, and a
+//!    JSON with the standardiser, plan, Lite0 sha256, CV figures and seed.
+//! 4. The saved files are loaded back with [`QualityModel::load`] and a few photos are scored
+//!    from pixels, which must agree with the training-side grid scores.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use rayon::prelude::*;
+
+use crate::model::efficientnet_lite::FoldedLite;
+use crate::model::heads::HeadKind;
+use crate::model::imagenet::load_lite0;
+use crate::model::quality::{self, CONFIG_FILE, MODEL_ID, QualityConfig, QualityModel, WEIGHTS_FILE};
+use crate::model::systems::{ColumnKind, System, SystemConfig, SystemId, patches_tensor};
+use crate::model::weights::{self, WeightsFile};
+use crate::train::cv::{fold_ids, mean_std};
+use crate::train::data::Target;
+use crate::train::data::csv::{CsvOptions, load};
+use crate::train::features::{FeaturePlan, PhotoFeatures, extract};
+use crate::train::metrics::{plcc, srcc};
+use crate::train::pipeline::load_checked;
+use crate::train::small_data::{self, FitConfig, Standardizer};
+
+pub struct TrainQualityArgs<'a> {
+    pub data: &'a Path,
+    pub images: Option<&'a Path>,
+    pub out: &'a Path,
+    pub folds: usize,
+    pub seed: u64,
+    pub epochs: &'a [usize],
+    pub weight_decays: &'a [f64],
+    pub lr: f64,
+    pub plan: FeaturePlan,
+    pub grid_max: u32,
+    pub cache: Option<PathBuf>,
+}
+
+/// Held-out figures of one setting.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figures {
+    epochs: usize,
+    weight_decay: f64,
+    /// CV protocol: random bags of the cached random patches.
+    random_srcc: Vec<f64>,
+    random_plcc: Vec<f64>,
+    /// App inference: cyclic bags of the grid patches.
+    grid_srcc: Vec<f64>,
+    grid_plcc: Vec<f64>,
+    seconds: f64,
+}
+
+fn ms(v: &[f64]) -> String {
+    let (m, s) = mean_std(v);
+    format!("{m:.3} ± {s:.3}")
+}
+
+fn per_fold(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Grid features of one photo, `(n, 1280)`, cached by (path, size, mtime, grid, backbone).
+fn grid_features(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache: &Path) -> anyhow::Result<Tensor> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let id = format!("{}\n{}\n{}\ngrid-v1-max{}-patch{}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
+    let file = cache.join(format!("{}.safetensors", &weights::sha256_hex(id.as_bytes())[..32]));
+    if let Ok(m) = candle_core::safetensors::load(&file, &Device::Cpu)
+        && let Some(t) = m.get("grid")
+    {
+        return Ok(t.clone());
+    }
+    let img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let patches = quality::grid_patches(&img, grid_max, quality::PATCH);
+    let imgs: Vec<&image::RgbImage> = patches.iter().map(|g| &g.patch.image).collect();
+    let f = net.features(&patches_tensor(&imgs, DType::F32, &Device::Cpu)?)?.pooled;
+    let tmp = file.with_extension("tmp");
+    candle_core::safetensors::save(&HashMap::from([("grid".to_string(), f.clone())]), &tmp)?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(f)
+}
+
+fn dma_fc() -> SystemConfig {
+    SystemConfig::new(SystemId::DmaFc, ColumnKind::Lite0, HeadKind::Quality)
+}
+
+/// Fits DMA-fc on `train` (indices) and returns the system and standardiser.
+fn fit_on(
+    train: &[usize],
+    feats: &[&PhotoFeatures],
+    targets: &[Target],
+    scores: &[f64],
+    fit: &FitConfig,
+    lite0: &Path,
+) -> anyhow::Result<(System, VarMap, Standardizer)> {
+    let std = Standardizer::fit(&train.iter().map(|&i| scores[i]).collect::<Vec<_>>());
+    let varmap = VarMap::new();
+    let sys = System::build(&dma_fc(), &varmap, DType::F32, &Device::Cpu, lite0, fit.seed)?;
+    let data: Vec<_> = train.iter().map(|&i| (feats[i], &targets[i])).collect();
+    small_data::fit(&sys, &varmap, &data, Some(&std), fit, |_, _| true)?;
+    Ok((sys, varmap, std))
+}
+
+/// Held-out scores of `idx` by the CV protocol (random bags) and by grid inference.
+fn predict_both(
+    sys: &System,
+    std: &Standardizer,
+    idx: &[usize],
+    feats: &[&PhotoFeatures],
+    grid: &[Tensor],
+    fit: &FitConfig,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let f: Vec<&PhotoFeatures> = idx.iter().map(|&i| feats[i]).collect();
+    let random = small_data::predict(sys, &f, fit)?.iter().map(|p| small_data::ranking_score(p, Some(std))).collect();
+    let grid = idx
+        .iter()
+        .map(|&i| quality::score_features(sys, (std.mean, std.std), &grid[i]).map(|(s, _)| s as f64))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((random, grid))
+}
+
+pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
+    let t_start = std::time::Instant::now();
+    let mut opts = CsvOptions { image_root: a.images.map(Path::to_path_buf), ..Default::default() };
+    let mut ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
+    let beside = a.data.parent().unwrap_or(Path::new(".")).join("images");
+    if a.images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
+        opts.image_root = Some(beside);
+        ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
+    }
+    let rows: Vec<_> = ds.samples.iter().filter(|s| s.target.score.is_some()).collect();
+    if rows.len() < a.folds * 2 || a.folds < 2 {
+        bail!("{}: {} rows with a score; {} folds need at least 2 folds of 2", a.data.display(), rows.len(), a.folds);
+    }
+    if a.epochs.is_empty() || a.weight_decays.is_empty() {
+        bail!("give at least one --epochs and one --weight-decays value");
+    }
+
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let sha = weights::sha256_hex(&weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?);
+    let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
+    let paths: Vec<PathBuf> = rows.iter().map(|s| s.path.clone()).collect();
+    let cache = a.cache.clone().unwrap_or_else(super::cv::default_cache);
+    eprintln!("features: {} photos, plan {:?}, cache {}", paths.len(), a.plan, cache.display());
+    let t0 = std::time::Instant::now();
+    let (feats, skipped) = extract(&paths, &a.plan, &net, &sha, Some(&cache), |d, n| eprint!("\r  random patches {d}/{n}"))?;
+    eprintln!("\r  random patches: {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
+    if !skipped.is_empty() {
+        eprintln!("{skipped}");
+    }
+    let kept: Vec<usize> = (0..paths.len()).filter(|&i| feats[i].is_some()).collect();
+    if kept.len() < a.folds * 2 {
+        bail!("only {} of {} photos could be read (is --images right?)", kept.len(), paths.len());
+    }
+    let grid_cache = cache.join("quality-grid");
+    std::fs::create_dir_all(&grid_cache).with_context(|| format!("creating {}", grid_cache.display()))?;
+    let t0 = std::time::Instant::now();
+    let mut grid = Vec::with_capacity(kept.len());
+    for (n, chunk) in kept.chunks(4).enumerate() {
+        let part: Vec<anyhow::Result<Tensor>> =
+            chunk.par_iter().map(|&i| grid_features(&paths[i], a.grid_max, &net, &sha, &grid_cache)).collect();
+        for g in part {
+            grid.push(g?);
+        }
+        eprint!("\r  grid patches {}/{}", (n * 4 + chunk.len()), kept.len());
+    }
+    eprintln!("\r  grid patches: {} photos in {:.1} s", kept.len(), t0.elapsed().as_secs_f64());
+
+    let feats: Vec<&PhotoFeatures> = kept.iter().map(|&i| feats[i].as_ref().unwrap()).collect();
+    let scores: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
+    let targets: Vec<Target> = scores.iter().map(|&s| Target { score: Some(s), ..Default::default() }).collect();
+    let folds = fold_ids(scores.len(), a.folds, a.seed);
+    let base = FitConfig { lr: a.lr, seed: a.seed, ..Default::default() };
+
+    println!("DMA-fc quality, {}-fold cross-validation on {} ({} photos), seed {}", a.folds, a.data.display(), scores.len(), a.seed);
+    println!("held-out SRCC / PLCC, mean ± std over folds: 'random' = CV protocol (10 random bags of 5 of 32 random patches),");
+    println!("'grid' = the app's inference (cyclic bags of the grid patches, at most {0}x{0})", a.grid_max);
+    println!("{:>6} {:>8} {:>15} {:>15} {:>15} {:>15} {:>7}", "epochs", "wd", "SRCC random", "PLCC random", "SRCC grid", "PLCC grid", "s");
+    let mut results: Vec<Figures> = Vec::new();
+    for &epochs in a.epochs {
+        for &wd in a.weight_decays {
+            let fit = FitConfig { epochs, weight_decay: wd, ..base.clone() };
+            let t = std::time::Instant::now();
+            let mut f = Figures {
+                epochs,
+                weight_decay: wd,
+                random_srcc: vec![],
+                random_plcc: vec![],
+                grid_srcc: vec![],
+                grid_plcc: vec![],
+                seconds: 0.0,
+            };
+            for fold in 0..a.folds {
+                let train: Vec<usize> = (0..scores.len()).filter(|&i| folds[i] != fold).collect();
+                let test: Vec<usize> = (0..scores.len()).filter(|&i| folds[i] == fold).collect();
+                let (sys, _vm, std) = fit_on(&train, &feats, &targets, &scores, &fit, &lite0)?;
+                let (random, grid_pred) = predict_both(&sys, &std, &test, &feats, &grid, &fit)?;
+                let truth: Vec<f64> = test.iter().map(|&i| scores[i]).collect();
+                f.random_srcc.push(srcc(&random, &truth).unwrap_or(f64::NAN));
+                f.random_plcc.push(plcc(&random, &truth).unwrap_or(f64::NAN));
+                f.grid_srcc.push(srcc(&grid_pred, &truth).unwrap_or(f64::NAN));
+                f.grid_plcc.push(plcc(&grid_pred, &truth).unwrap_or(f64::NAN));
+            }
+            f.seconds = t.elapsed().as_secs_f64();
+            println!(
+                "{:>6} {:>8} {:>15} {:>15} {:>15} {:>15} {:>7.1}",
+                epochs,
+                format!("{wd:e}"),
+                ms(&f.random_srcc),
+                ms(&f.random_plcc),
+                ms(&f.grid_srcc),
+                ms(&f.grid_plcc),
+                f.seconds
+            );
+            println!("{:>15} per fold: random SRCC {} | grid SRCC {}", "", per_fold(&f.random_srcc), per_fold(&f.grid_srcc));
+            results.push(f);
+        }
+    }
+    let best =
+        results.iter().max_by(|x, y| mean_std(&x.grid_srcc).0.total_cmp(&mean_std(&y.grid_srcc).0)).cloned().expect("at least one setting");
+    println!(
+        "chosen (best mean held-out grid SRCC): {} epochs, weight decay {:e}: grid SRCC {} PLCC {}, random-protocol SRCC {} PLCC {}",
+        best.epochs,
+        best.weight_decay,
+        ms(&best.grid_srcc),
+        ms(&best.grid_plcc),
+        ms(&best.random_srcc),
+        ms(&best.random_plcc)
+    );
+
+    // Refit on every photo with the chosen setting.
+    let fit = FitConfig { epochs: best.epochs, weight_decay: best.weight_decay, ..base.clone() };
+    let all: Vec<usize> = (0..scores.len()).collect();
+    let (sys, varmap, std) = fit_on(&all, &feats, &targets, &scores, &fit, &lite0)?;
+    let (random, grid_pred) = predict_both(&sys, &std, &all, &feats, &grid, &fit)?;
+    let train_srcc = (srcc(&random, &scores).unwrap_or(f64::NAN), srcc(&grid_pred, &scores).unwrap_or(f64::NAN));
+    println!(
+        "final fit on all {} photos; on its own training photos (optimistic, a sanity check only): SRCC random {:.3}, grid {:.3}",
+        scores.len(),
+        train_srcc.0,
+        train_srcc.1
+    );
+
+    std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let wpath = a.out.join(WEIGHTS_FILE);
+    candle_core::safetensors::save(&quality::head_variables(&varmap), &wpath).with_context(|| format!("writing {}", wpath.display()))?;
+    let wsha = weights::sha256_hex(&std::fs::read(&wpath)?);
+    std::fs::write(a.out.join("quality_dma_fc.sha256"), &wsha)?;
+    let cfg = dma_fc();
+    let summary = |f: &Figures| {
+        let (rs, rss) = mean_std(&f.random_srcc);
+        let (rp, rps) = mean_std(&f.random_plcc);
+        let (gs, gss) = mean_std(&f.grid_srcc);
+        let (gp, gps) = mean_std(&f.grid_plcc);
+        serde_json::json!({
+            "epochs": f.epochs, "weight_decay": f.weight_decay, "seconds": f.seconds,
+            "grid": {"srcc": f.grid_srcc, "plcc": f.grid_plcc, "srcc_mean": gs, "srcc_std": gss, "plcc_mean": gp, "plcc_std": gps},
+            "random": {"srcc": f.random_srcc, "plcc": f.random_plcc, "srcc_mean": rs, "srcc_std": rss, "plcc_mean": rp, "plcc_std": rps},
+        })
+    };
+    let config = QualityConfig {
+        model_id: MODEL_ID.to_string(),
+        system: SystemId::DmaFc.name().to_string(),
+        column: ColumnKind::Lite0.name().to_string(),
+        head: "quality".to_string(),
+        bag: cfg.patches,
+        aggregation_dim: cfg.aggregation_dim,
+        dropout: cfg.dropout,
+        mos_mean: std.mean,
+        mos_std: std.std,
+        grid_max: a.grid_max,
+        patch: quality::PATCH,
+        weights_file: WEIGHTS_FILE.to_string(),
+        weights_sha256: wsha.clone(),
+        lite0_sha256: sha.clone(),
+        training: serde_json::json!({
+            "data": a.data.display().to_string(),
+            "photos": scores.len(),
+            "skipped": skipped.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "feature_plan": {"native": a.plan.native, "arp": a.plan.arp, "seed": a.plan.seed},
+            "fit": {"epochs": fit.epochs, "batch": fit.batch, "lr": fit.lr, "weight_decay": fit.weight_decay, "seed": fit.seed,
+                    "test_groups": fit.test_groups, "optimizer": "AdamW (src/train/optim.rs)",
+                    "loss": "(pred - z)^2 / 2 on the standardised MOS + the per-patch head's average of the same"},
+            "cv": {"folds": a.folds, "seed": a.seed, "selected_by": "best mean held-out SRCC of grid inference",
+                   "chosen": summary(&best), "grid_search": results.iter().map(summary).collect::<Vec<_>>()},
+            "training_set_srcc": {"random": train_srcc.0, "grid": train_srcc.1},
+            "command": format!(
+                "keepers train-quality --data {} --out {} --folds {} --seed {} --epochs {} --weight-decays {} --lr {} --native {} --arp {} --grid-max {}",
+                a.data.display(), a.out.display(), a.folds, a.seed,
+                a.epochs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(","),
+                a.weight_decays.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+                a.lr, a.plan.native, a.plan.arp, a.grid_max),
+        }),
+    };
+    let jpath = a.out.join(CONFIG_FILE);
+    std::fs::write(&jpath, serde_json::to_string_pretty(&config)? + "\n").with_context(|| format!("writing {}", jpath.display()))?;
+    println!("wrote {} (sha256 {wsha}) and {}", wpath.display(), jpath.display());
+
+    // Load back and score from pixels: must match the training-side grid scores.
+    let model = QualityModel::load(&jpath, &lite0, &Device::Cpu).with_context(|| format!("loading {}", jpath.display()))?;
+    let check: Vec<usize> = (0..scores.len().min(8)).collect();
+    let imgs = check
+        .iter()
+        .map(|&i| load_checked(&paths[kept[i]]).map_err(|e| anyhow::anyhow!("{}: {e}", paths[kept[i]].display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let refs: Vec<&image::RgbImage> = imgs.iter().collect();
+    let t = std::time::Instant::now();
+    let loaded = model.score(&refs)?;
+    let per_photo = t.elapsed().as_secs_f64() / refs.len() as f64;
+    let worst = check.iter().zip(&loaded).map(|(&i, q)| (q.score as f64 - grid_pred[i]).abs()).fold(0.0, f64::max);
+    println!(
+        "reloaded model (version {}): {} photos scored from pixels, {:.3} s/photo, largest difference {worst:.2e} MOS",
+        model.version(),
+        refs.len(),
+        per_photo
+    );
+    if worst > 1e-2 {
+        bail!("the saved model disagrees with the trained one by {worst} MOS points");
+    }
+    eprintln!("total {:.1} s", t_start.elapsed().as_secs_f64());
+    Ok(std::process::ExitCode::SUCCESS)
+}
