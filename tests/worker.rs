@@ -437,9 +437,9 @@ fn brightness_score(img: &RgbImage) -> QualityScore {
     let (hw, hh) = (w / 2, h / 2);
     let patches = [(0, 0), (hw, 0), (0, hh), (hw, hh)]
         .into_iter()
-        .map(|(x, y)| PatchScore {
-            rect: Rect { x: x as f64, y: y as f64, w: hw as f64, h: hh as f64 },
-            score: brightness(img, x, y, hw, hh),
+        .map(|(x, y)| {
+            let rect = Rect { x: x as f64, y: y as f64, w: hw as f64, h: hh as f64 };
+            PatchScore { rect, cell: rect, score: brightness(img, x, y, hw, hh) }
         })
         .collect();
     QualityScore { score: brightness(img, 0, 0, w, h), patches }

@@ -200,9 +200,11 @@ fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rec
     let range = q.patches.iter().map(|pt| (pt.score - q.score).abs()).fold(5.0f32, f32::max);
     let mut hovered = None;
     for pt in &q.patches {
+        // The cell the patch stands for (cells tile the photo).
+        let c = pt.cell;
         let r = Rect::from_min_size(
-            img_rect.min + vec2(pt.rect.x as f32 / w * img_rect.width(), pt.rect.y as f32 / h * img_rect.height()),
-            vec2(pt.rect.w as f32 / w * img_rect.width(), pt.rect.h as f32 / h * img_rect.height()),
+            img_rect.min + vec2(c.x as f32 / w * img_rect.width(), c.y as f32 / h * img_rect.height()),
+            vec2(c.w as f32 / w * img_rect.width(), c.h as f32 / h * img_rect.height()),
         );
         painter.rect_filled(r, 0.0, style::heat(pt.score - q.score, range));
         painter.rect_stroke(r, 0.0, Stroke::new(1.0, Color32::from_black_alpha(90)), StrokeKind::Inside);

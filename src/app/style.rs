@@ -40,7 +40,7 @@ pub fn label_name(l: ColorLabel) -> &'static str {
 /// `range` is the delta of full colour.
 pub fn heat(delta: f32, range: f32) -> Color32 {
     let t = (delta / range.max(1e-3)).clamp(-1.0, 1.0);
-    let a = (60.0 + 110.0 * t.abs()) as u8;
+    let a = (40.0 + 100.0 * t.abs()) as u8;
     if t >= 0.0 { Color32::from_rgba_unmultiplied(60, 210, 90, a) } else { Color32::from_rgba_unmultiplied(235, 70, 60, a) }
 }
 

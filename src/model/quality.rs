@@ -147,8 +147,8 @@ impl QualityError {
     }
 }
 
-/// One grid patch's own prediction, for the heatmap.
-#[derive(Debug, Clone, PartialEq)]
+/// One grid patch's own prediction, for the heatmap (stored as JSON by the worker).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatchScore {
     /// The 224 x 224 region the backbone saw, in photo pixels (inside the photo).
     pub rect: Rect,
@@ -159,7 +159,7 @@ pub struct PatchScore {
 }
 
 /// A photo's quality.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QualityScore {
     /// On the LIVE MOS scale (about 0..100, higher is better).
     pub score: f32,

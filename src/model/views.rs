@@ -26,7 +26,7 @@ use image::{Rgb, RgbImage};
 use crate::rng::SeededRng;
 
 /// A rectangle in the original photo's pixel coordinates (may be fractional after resizing).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rect {
     pub x: f64,
     pub y: f64,

@@ -21,7 +21,7 @@ pub mod scoring;
 pub use queue::ScoreRequest;
 pub use scoring::{
     CLASSES_HEAD, LITE0_MODEL_ID, PatchScore, PhotoScores, Progress, QUALITY_HEAD, QualityLoader, QualityScore, QualityScorer, ScoreEvent,
-    Scoring, ScoringConfig, TOP_CLASSES, Wake,
+    Scoring, ScoringConfig, TOP_CLASSES, Wake, shipped_quality,
 };
 
 use std::path::PathBuf;

@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 use candle_core::{D, DType, Device, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::queue::{Queue, ScoreRequest};
 use crate::library::db::{Embedding, Library, Output};
@@ -59,31 +58,9 @@ pub const QUALITY_HEAD: &str = "quality";
 /// ImageNet classes kept per photo.
 pub const TOP_CLASSES: usize = 5;
 
-#[derive(Serialize, Deserialize)]
-#[serde(remote = "Rect")]
-struct RectDef {
-    x: f64,
-    y: f64,
-    w: f64,
-    h: f64,
-}
-
-/// Quality of one patch of a photo.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatchScore {
-    /// Where the patch is, in the photo's pixels (full resolution).
-    #[serde(with = "RectDef")]
-    pub rect: Rect,
-    pub score: f32,
-}
-
-/// Technical quality of a photo.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QualityScore {
-    /// On the LIVE Challenge MOS scale, 0..100.
-    pub score: f32,
-    pub patches: Vec<PatchScore>,
-}
+/// A photo's technical quality and its patches' (the shipped model's types; the worker maps their
+/// rectangles to full-resolution photo pixels).
+pub use crate::model::quality::{PatchScore, QualityScore};
 
 /// Everything the worker knows about one photo.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +83,29 @@ pub trait QualityScorer: Send {
     /// [`ScoringConfig::max_side`]); patch rectangles are in the pixels of these images, and the worker
     /// maps them to the photo's full-resolution pixels.
     fn score(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<QualityScore>>;
+}
+
+impl QualityScorer for crate::model::quality::QualityModel {
+    fn model_id(&self) -> &str {
+        crate::model::quality::MODEL_ID
+    }
+    fn version(&self) -> &str {
+        crate::model::quality::QualityModel::version(self)
+    }
+    fn score(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<QualityScore>> {
+        crate::model::quality::QualityModel::score(self, images)
+    }
+}
+
+/// Loads the shipped quality model (weights/quality_dma_fc.*); a missing file is reported as "not trained
+/// yet" through [`ScoreEvent::ModelUnavailable`].
+pub fn shipped_quality() -> QualityLoader {
+    Box::new(|device: &Device| {
+        let (config, lite0) = crate::model::quality::default_paths();
+        crate::model::quality::QualityModel::load(&config, &lite0, device)
+            .map(|m| Box::new(m) as Box<dyn QualityScorer>)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Loads the quality model on the worker thread, on the device the worker uses.
@@ -543,8 +543,10 @@ impl Engine {
                     for (&i, mut s) in idx.iter().zip(scores) {
                         let d = &ok[i].1;
                         let (sx, sy) = (d.full_width as f64 / d.image.width() as f64, d.full_height as f64 / d.image.height() as f64);
+                        let scale = |r: Rect| Rect { x: r.x * sx, y: r.y * sy, w: r.w * sx, h: r.h * sy };
                         for p in &mut s.patches {
-                            p.rect = Rect { x: p.rect.x * sx, y: p.rect.y * sy, w: p.rect.w * sx, h: p.rect.h * sy };
+                            p.rect = scale(p.rect);
+                            p.cell = scale(p.cell);
                         }
                         ok[i].0.known.quality = Some(s);
                     }
