@@ -482,8 +482,10 @@ fn a_quality_model_is_used_stored_and_read_back() {
         let mut want = brightness_score(&d.image);
         // Rectangles come back in the photo's own pixels.
         let (sx, sy) = (d.full_width as f64 / d.image.width() as f64, d.full_height as f64 / d.image.height() as f64);
+        let scale = |r: Rect| Rect { x: r.x * sx, y: r.y * sy, w: r.w * sx, h: r.h * sy };
         for p in &mut want.patches {
-            p.rect = Rect { x: p.rect.x * sx, y: p.rect.y * sy, w: p.rect.w * sx, h: p.rect.h * sy };
+            p.rect = scale(p.rect);
+            p.cell = scale(p.cell);
         }
         let q = sc.quality.as_ref().expect("quality from the supplied model");
         assert_eq!(q, &want);

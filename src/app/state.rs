@@ -306,13 +306,17 @@ impl AlbumState {
         let keep = self.current();
         let mut v: Vec<usize> = (0..self.photos.len()).filter(|&i| self.filter.accepts(&self.photos[i])).collect();
         let photos = &self.photos;
-        let cmp_opt = |a: Option<f32>, b: Option<f32>| match (a, b) {
-            (Some(a), Some(b)) => a.total_cmp(&b),
+        let desc = self.descending;
+        // Scores: best first (reversed: worst first); photos without a score always last.
+        let by_score = |a: Option<f32>, b: Option<f32>| match (a, b) {
+            (Some(x), Some(y)) => {
+                let o = y.total_cmp(&x);
+                if desc { o.reverse() } else { o }
+            }
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         };
-        let desc = self.descending;
         v.sort_by(|&a, &b| {
             let (pa, pb) = (&photos[a], &photos[b]);
             let o = match self.sort {
@@ -323,9 +327,8 @@ impl AlbumState {
                     (None, Some(_)) => std::cmp::Ordering::Greater,
                     (None, None) => pa.name.cmp(&pb.name),
                 },
-                // Scores: best first by default; unscored photos always last.
-                SortKey::Score => cmp_opt(pb.score(), pa.score()),
-                SortKey::Quality => cmp_opt(pb.quality(), pa.quality()),
+                SortKey::Score => return by_score(pa.score(), pb.score()).then_with(|| pa.name.cmp(&pb.name)),
+                SortKey::Quality => return by_score(pa.quality(), pb.quality()).then_with(|| pa.name.cmp(&pb.name)),
             };
             let o = if desc { o.reverse() } else { o };
             o.then_with(|| pa.name.cmp(&pb.name))
