@@ -70,7 +70,12 @@ fn wait_for(h: &mut Harness<'_, KeepersApp>, what: &str, done: impl Fn(&KeepersA
         if start.elapsed() > Duration::from_secs(120) {
             let app = h.state();
             let s = app.session.as_ref().map(|s| {
-                let photos: Vec<String> = s.state.photos.iter().map(|p| format!("{} {:?} {}", p.name, p.thumb, matches!(p.scores, keepers::app::state::ScoreState::Pending))).collect();
+                let photos: Vec<String> = s
+                    .state
+                    .photos
+                    .iter()
+                    .map(|p| format!("{} {:?} {}", p.name, p.thumb, matches!(p.scores, keepers::app::state::ScoreState::Pending)))
+                    .collect();
                 format!("finished {} photos {:?}", s.finished, photos)
             });
             panic!("timed out waiting for {what}: {s:?} progress {:?}", app.scoring_progress());
@@ -391,9 +396,10 @@ fn a_photo_that_cannot_be_read_shows_an_error_tile_and_the_others_go_on() {
     std::fs::write(a.root.join("fake.jpg"), b"not a jpeg at all").unwrap();
     let mut h = harness(&a, true, (1280.0, 800.0));
     let done = |app: &KeepersApp| {
-        app.session.as_ref().is_some_and(|s| {
-            s.finished && s.state.photos.iter().all(|p| p.thumb != keepers::app::state::ThumbState::Pending)
-        }) && app.scoring_progress().is_some_and(|p| !p.busy && p.done + p.failed >= 17)
+        app.session
+            .as_ref()
+            .is_some_and(|s| s.finished && s.state.photos.iter().all(|p| p.thumb != keepers::app::state::ThumbState::Pending))
+            && app.scoring_progress().is_some_and(|p| !p.busy && p.done + p.failed >= 17)
     };
     wait_for(&mut h, "the album to be scored", done);
     let st = h.state().state().unwrap();
@@ -427,4 +433,43 @@ fn recent_albums_and_preferences_persist() {
     let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).build_eframe(move |cc| KeepersApp::new(&cc.egui_ctx, opts));
     h.run_steps(2);
     h.get_by_label(&std::fs::canonicalize(&a.root).unwrap().display().to_string());
+}
+
+#[test]
+fn covers_are_suggested_accepted_with_enter_and_exported() {
+    let a = sample_album();
+    let mut h = harness(&a, true, (1280.0, 800.0));
+    wait_for(&mut h, "the album to be scored", scored);
+    h.get_by_label("Pick covers").click();
+    h.run_steps(4);
+    let covers = h.state().ui.covers.clone().expect("suggestions shown");
+    assert_eq!(covers.len(), 3);
+    // The suggestions are the best-scored photos (no bursts among the samples).
+    let st = h.state().state().unwrap();
+    let mut by_score: Vec<(f32, usize)> = (0..st.len()).filter_map(|i| st.photos[i].score().map(|s| (s, i))).collect();
+    by_score.sort_by(|x, y| y.0.total_cmp(&x.0));
+    assert_eq!(covers, by_score.iter().take(3).map(|x| x.1).collect::<Vec<_>>());
+    let paths: Vec<PathBuf> = covers.iter().map(|&i| st.photos[i].path.clone()).collect();
+    h.key_press(Key::Enter);
+    h.run_steps(2);
+    let mut purple = Decision::default();
+    purple.set_label(Some(ColorLabel::Purple));
+    for p in &paths {
+        wait_sidecar(&mut h, p, purple);
+    }
+    h.get_by_label("Export covers…").click();
+    let dest = std::fs::canonicalize(&a.root).unwrap().join("Keepers covers");
+    let start = Instant::now();
+    while !dest.join("covers.txt").exists() {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(start.elapsed() < Duration::from_secs(30), "covers were not exported");
+    }
+    h.run_steps(2);
+    let list = std::fs::read_to_string(dest.join("covers.txt")).unwrap();
+    for p in &paths {
+        assert!(list.contains(&p.display().to_string()), "{list}");
+        let copy = dest.join(p.file_name().unwrap());
+        assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(p).unwrap());
+    }
 }

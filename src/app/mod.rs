@@ -147,6 +147,15 @@ pub struct Session {
     to_score: Vec<ScoreRequest>,
 }
 
+/// Frame-time benchmark (scripts/bench_ui.sh): with `KEEPERS_BENCH_FRAMES=FILE` the app repaints
+/// continuously and moves the cursor one photo per frame (the grid scrolls through the album) while
+/// the worker scores it; when scoring is over it writes the figures to FILE and closes.
+pub struct FrameBench {
+    report: PathBuf,
+    last: Option<Instant>,
+    intervals: Vec<f32>,
+}
+
 /// Per-frame CPU time of the UI thread, for the frame-time figures.
 #[derive(Default)]
 pub struct FrameTimes {
@@ -182,6 +191,7 @@ pub struct KeepersApp {
     last_priority: Vec<i64>,
     pub frame_times: FrameTimes,
     tour: Option<screenshot::Tour>,
+    bench: Option<FrameBench>,
 }
 
 /// Results of work the UI thread handed off (dialogs, exports).
@@ -213,6 +223,11 @@ impl KeepersApp {
             last_priority: Vec::new(),
             frame_times: FrameTimes::default(),
             tour: screenshot::Tour::from_env(),
+            bench: std::env::var_os("KEEPERS_BENCH_FRAMES").map(|p| FrameBench {
+                report: PathBuf::from(p),
+                last: None,
+                intervals: Vec::new(),
+            }),
             opts,
         };
         if let Some(n) = note {
@@ -797,6 +812,39 @@ impl eframe::App for KeepersApp {
             commands.extend(c);
         });
         commands.extend(panels::overlays(ui, self));
+        if let Some(mut b) = self.bench.take() {
+            let now = Instant::now();
+            if let Some(last) = b.last.replace(now) {
+                b.intervals.push((now - last).as_secs_f32() * 1000.0);
+            }
+            ctx.request_repaint();
+            let at_end = self.state().is_some_and(|s| s.cursor + 1 >= s.visible.len());
+            commands.push(if at_end { Command::Home } else { Command::Move(1) });
+            if let (Some(s), Some(p)) = (&self.session, self.scoring_progress())
+                && s.finished
+                && !p.busy
+                && p.done + p.failed >= s.state.len()
+                && !s.state.is_empty()
+            {
+                let secs = s.opened_at.elapsed().as_secs_f32();
+                let (n, med, p99, max) = self.frame_times.summary();
+                let iv = FrameTimes { samples: b.intervals.clone() }.summary();
+                let text = format!(
+                    "photos {} scored {} failed {} seconds {secs:.1} photos_per_s {:.2}\nui_frames {n} ui_median_ms {med:.2} ui_p99_ms {p99:.2} ui_max_ms {max:.2}\nframe_interval_median_ms {:.2} p99_ms {:.2} max_ms {:.2}\n",
+                    s.state.len(),
+                    p.done,
+                    p.failed,
+                    s.state.len() as f32 / secs,
+                    iv.1,
+                    iv.2,
+                    iv.3
+                );
+                let _ = std::fs::write(&b.report, text);
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            } else {
+                self.bench = Some(b);
+            }
+        }
         if let Some(mut tour) = self.tour.take() {
             commands.extend(tour.frame(&ctx, self));
             self.tour = Some(tour);

@@ -31,6 +31,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
         println!("  {:<32} {:<48} {s}", f.file_name(), f.description());
     }
     println!("heads:");
-    println!("  quality, aesthetic, style, theme: not trained yet (no trained head ships in this version)");
+    let (config, lite0) = crate::model::quality::default_paths();
+    match crate::model::quality::QualityModel::load(&config, &lite0, &candle_core::Device::Cpu) {
+        Ok(m) => {
+            println!("  quality: {} version {} (LIVE Challenge MOS; weights/quality.md)", crate::model::quality::MODEL_ID, m.version())
+        }
+        Err(e) if e.is_not_trained() => println!("  quality: not trained yet ({e})"),
+        Err(e) => {
+            bad = true;
+            println!("  quality: UNUSABLE: {e}");
+        }
+    }
+    println!("  aesthetic, style, theme: not trained yet — train them in the taste panel or from AVA");
     Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
