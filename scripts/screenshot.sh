@@ -14,7 +14,7 @@ home="$(mktemp -d)"
 album="$home/album"
 cp -r assets/samples "$album"
 export XDG_CONFIG_HOME="$home/config" XDG_DATA_HOME="$home/data" XDG_CACHE_HOME="$home/cache"
-export KEEPERS_SCREENSHOTS="$out" WINIT_UNIX_BACKEND=x11 album
+export KEEPERS_SCREENSHOTS="$out" KEEPERS_WINDOW_SIZE="$size" WINIT_UNIX_BACKEND=x11 album
 unset WAYLAND_DISPLAY
 mkdir -p "$out"
 run() { timeout 600 target/release/keepers "$album"; }

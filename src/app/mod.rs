@@ -72,11 +72,16 @@ impl AppOptions {
 
 /// Runs the desktop app until its window closes.
 pub fn run(opts: AppOptions) -> anyhow::Result<()> {
+    // KEEPERS_WINDOW_SIZE=WxH: the first window size (scripts/screenshot.sh); a saved size wins otherwise.
+    let size = std::env::var("KEEPERS_WINDOW_SIZE")
+        .ok()
+        .and_then(|s| s.split_once('x').and_then(|(w, h)| Some([w.parse::<f32>().ok()?, h.parse::<f32>().ok()?])))
+        .unwrap_or([1280.0, 800.0]);
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Keepers")
             .with_app_id("keepers")
-            .with_inner_size([1280.0, 800.0])
+            .with_inner_size(size)
             .with_min_inner_size([800.0, 500.0])
             .with_drag_and_drop(true),
         persistence_path: opts.config_dir.as_ref().map(|d| d.join("window.ron")),
