@@ -88,7 +88,11 @@ pub fn run(opts: AppOptions) -> anyhow::Result<()> {
         ..Default::default()
     };
     eframe::run_native("Keepers", native, Box::new(move |cc| Ok(Box::new(KeepersApp::new(&cc.egui_ctx, opts)))))
-        .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start the window: {e}\n(no display here? `bash scripts/screenshot.sh` runs the app under Xvfb; `keepers classify DIR` works without one)"
+            )
+        })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
