@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_library;
+mod brisque;
 mod classify;
 mod cv;
 mod info;
@@ -111,6 +112,27 @@ pub enum Command {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
+    /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
+    /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
+    Brisque {
+        /// Photos or folders to score.
+        #[arg(required_unless_present = "eval")]
+        paths: Vec<PathBuf>,
+        /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
+        #[arg(long, conflicts_with = "paths")]
+        eval: Option<PathBuf>,
+        /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
+        #[arg(long, requires = "eval")]
+        images: Option<PathBuf>,
+        /// Folds of the seeded split of `keepers cv` / `train-quality` to report --eval per fold on.
+        #[arg(long, default_value_t = 5, requires = "eval")]
+        folds: usize,
+        #[arg(long, default_value_t = 0, requires = "eval")]
+        seed: u64,
+        /// Model folder (default: weights/brisque).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -174,6 +196,10 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 cache,
             })
         }
+        Some(Command::Brisque { paths, eval, images, folds, seed, model }) => match eval {
+            Some(csv) => brisque::eval(&csv, images.as_deref(), model.as_deref(), folds, seed),
+            None => brisque::score(&paths, model.as_deref()),
+        },
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
         None => {

@@ -16,6 +16,7 @@
 
 pub mod aggregation;
 pub mod batchnorm;
+pub mod brisque;
 pub mod column;
 pub mod depthwise;
 pub mod efficientnet_lite;
