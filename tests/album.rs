@@ -283,3 +283,44 @@ fn cancel_stops_thumbnails() {
     assert!(thumbs < 150, "cancel did not stop the thumbnails ({thumbs})");
     h.close();
 }
+
+#[test]
+fn thumbnails_of_prioritised_photos_come_first() {
+    let s = setup();
+    let img = encode_jpeg(&pattern(1200, 900, 5), 90);
+    for i in 0..60 {
+        fs::write(s.root.join(format!("f{i:03}.jpg")), &img).unwrap();
+    }
+    let h = AlbumHandle::open(s.cfg.clone()).unwrap();
+    // The photos at the end of the scan order are the ones "on screen".
+    let wanted: Vec<PathBuf> = (57..60).map(|i| s.root.join(format!("f{i:03}.jpg"))).collect();
+    let mut ids = Vec::new();
+    let ev = collect(&h, |e| {
+        if let AlbumEvent::Item { item, id, .. } = e
+            && wanted.contains(&item.primary.path)
+        {
+            h.prioritise(&[*id]);
+        }
+        matches!(e, AlbumEvent::Item { item, .. } if item.primary.path == wanted[2])
+    });
+    for e in &ev {
+        if let AlbumEvent::Item { item, id, .. } = e
+            && wanted.contains(&item.primary.path)
+        {
+            ids.push(*id);
+        }
+    }
+    assert_eq!(ids.len(), 3);
+    h.prioritise(&ids);
+    let rest = collect(&h, finished);
+    let order: Vec<i64> =
+        ev.iter().chain(&rest).filter_map(|e| if let AlbumEvent::Thumbnail { id, .. } = e { Some(*id) } else { None }).collect();
+    assert_eq!(order.len(), 60);
+    // Thumbnails already being made when the list arrived may come first (one per core).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for id in &ids {
+        let pos = order.iter().position(|x| x == id).unwrap();
+        assert!(pos < 3 + 2 * cores, "photo {id} was thumbnail number {pos} of 60 despite its priority");
+    }
+    h.close();
+}

@@ -719,14 +719,19 @@ impl KeepersApp {
         });
     }
 
-    /// Tells the worker which photos are on screen (scored first); only when that changed.
+    /// Tells the album (thumbnails) and the worker (scores) which photos are on screen, to do them
+    /// first; only when that changed.
     fn prioritise(&mut self) {
-        if let Some(scoring) = &self.scoring
-            && self.ui.on_screen != self.last_priority
-        {
-            scoring.prioritise(&self.ui.on_screen);
-            self.last_priority = self.ui.on_screen.clone();
+        if self.ui.on_screen == self.last_priority {
+            return;
         }
+        if let Some(scoring) = &self.scoring {
+            scoring.prioritise(&self.ui.on_screen);
+        }
+        if let Some(s) = &self.session {
+            s.album.prioritise(&self.ui.on_screen);
+        }
+        self.last_priority = self.ui.on_screen.clone();
     }
 
     /// Previews for the loupe / compare: what is shown first, then the neighbours.

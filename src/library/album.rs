@@ -16,9 +16,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use image::RgbImage;
@@ -130,6 +130,8 @@ pub struct AlbumHandle {
     events: Receiver<AlbumEvent>,
     db_tx: Sender<DbMsg>,
     cancel: Arc<AtomicBool>,
+    /// Photo ids to make thumbnails for first (the app's photos on screen).
+    priority: Arc<Mutex<Vec<i64>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -144,6 +146,7 @@ impl AlbumHandle {
         let (ev_tx, events) = mpsc::channel();
         let (db_tx, db_rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
+        let priority = Arc::new(Mutex::new(Vec::new()));
         let _ = ev_tx.send(AlbumEvent::Opened(note));
         let known = match lib.photos_under(&cfg.root) {
             Ok(rows) => rows,
@@ -166,13 +169,13 @@ impl AlbumHandle {
         };
         let _ = db_tx.send(DbMsg::Retry);
         let scan_thread = {
-            let (ev_tx, db_tx, cancel) = (ev_tx.clone(), db_tx.clone(), cancel.clone());
+            let (ev_tx, db_tx, cancel, priority) = (ev_tx.clone(), db_tx.clone(), cancel.clone(), priority.clone());
             std::thread::Builder::new()
                 .name("keepers-album-scan".into())
-                .spawn(move || scan_worker(cfg, known_files, ev_tx, db_tx, thumb_rx, cancel))
+                .spawn(move || scan_worker(cfg, known_files, ev_tx, db_tx, thumb_rx, cancel, priority))
                 .expect("spawn album scan thread")
         };
-        Ok(AlbumHandle { events, db_tx, cancel, threads: vec![scan_thread, db_thread] })
+        Ok(AlbumHandle { events, db_tx, cancel, priority, threads: vec![scan_thread, db_thread] })
     }
 
     pub fn events(&self) -> &Receiver<AlbumEvent> {
@@ -187,6 +190,15 @@ impl AlbumHandle {
     /// Tries again to write every pending sidecar.
     pub fn retry_sidecars(&self) {
         let _ = self.db_tx.send(DbMsg::Retry);
+    }
+
+    /// Thumbnails of these photos (ids, most wanted first) are made before the others still waiting;
+    /// replaces the previous list. Cheap: the app calls it whenever what is on screen changes.
+    pub fn prioritise(&self, ids: &[i64]) {
+        if let Ok(mut p) = self.priority.lock() {
+            p.clear();
+            p.extend_from_slice(ids);
+        }
     }
 
     /// Stops the scan and thumbnails as soon as possible.
@@ -222,6 +234,7 @@ fn scan_worker(
     db: Sender<DbMsg>,
     thumb_rx: Receiver<Vec<(i64, ScanItem)>>,
     cancel: Arc<AtomicBool>,
+    priority: Arc<Mutex<Vec<i64>>>,
 ) {
     let mut seen = HashSet::new();
     let mut batch: Vec<ScanItem> = Vec::new();
@@ -267,28 +280,69 @@ fn scan_worker(
     };
     if cfg.thumbnails && !cancel.load(Ordering::Relaxed) {
         match ThumbCache::open(&cfg.thumb_dir, cfg.thumb_max_bytes) {
-            Ok(cache) => items.par_iter().for_each(|(id, item)| {
-                if cancel.load(Ordering::Relaxed) {
-                    return;
-                }
-                let d = item.display();
-                let key = ThumbKey { path: d.path.clone(), size: d.size, mtime_ns: d.mtime_ns, side: cfg.thumb_side };
-                let _ = ev.send(match cache.get_or_make(&key) {
-                    Ok(t) => AlbumEvent::Thumbnail {
-                        id: *id,
-                        path: item.primary.path.clone(),
-                        image: Arc::new(t.image),
-                        from_cache: t.from_cache,
-                    },
-                    Err(e) => AlbumEvent::ThumbnailFailed { id: *id, path: item.primary.path.clone(), error: e.to_string() },
+            Ok(cache) => {
+                let queue = ThumbQueue::new(items);
+                // One thread per core (outside rayon's pool, which the scoring worker's decodes and matmuls
+                // use), each taking the most wanted photo still waiting.
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                std::thread::scope(|scope| {
+                    for _ in 0..workers {
+                        scope.spawn(|| thumb_loop(&queue, &cache, &cfg, &ev, &cancel, &priority));
+                    }
                 });
-            }),
+            }
             Err(e) => {
                 let _ = ev.send(AlbumEvent::Error(e.to_string()));
             }
         }
     }
     let _ = ev.send(AlbumEvent::Finished { cancelled: cancel.load(Ordering::Relaxed) });
+}
+
+fn thumb_loop(
+    queue: &ThumbQueue,
+    cache: &ThumbCache,
+    cfg: &AlbumConfig,
+    ev: &Sender<AlbumEvent>,
+    cancel: &AtomicBool,
+    priority: &Mutex<Vec<i64>>,
+) {
+    while !cancel.load(Ordering::Relaxed) {
+        let wanted = priority.lock().map(|p| p.clone()).unwrap_or_default();
+        let Some((id, item)) = queue.next(&wanted) else { break };
+        let d = item.display();
+        let key = ThumbKey { path: d.path.clone(), size: d.size, mtime_ns: d.mtime_ns, side: cfg.thumb_side };
+        let _ = ev.send(match cache.get_or_make(&key) {
+            Ok(t) => AlbumEvent::Thumbnail { id, path: item.primary.path.clone(), image: Arc::new(t.image), from_cache: t.from_cache },
+            Err(e) => AlbumEvent::ThumbnailFailed { id, path: item.primary.path.clone(), error: e.to_string() },
+        });
+    }
+}
+
+/// Thumbnails still to make: scan order, except that ids the app asks for go first.
+struct ThumbQueue {
+    inner: Mutex<(HashMap<i64, ScanItem>, std::collections::VecDeque<i64>)>,
+}
+
+impl ThumbQueue {
+    fn new(items: Vec<(i64, ScanItem)>) -> ThumbQueue {
+        let order = items.iter().map(|(id, _)| *id).collect();
+        ThumbQueue { inner: Mutex::new((items.into_iter().collect(), order)) }
+    }
+
+    fn next(&self, wanted: &[i64]) -> Option<(i64, ScanItem)> {
+        let mut g = self.inner.lock().ok()?;
+        let (pending, order) = &mut *g;
+        if let Some(item) = wanted.iter().find_map(|id| pending.remove(id).map(|it| (*id, it))) {
+            return Some(item);
+        }
+        while let Some(id) = order.pop_front() {
+            if let Some(it) = pending.remove(&id) {
+                return Some((id, it));
+            }
+        }
+        None
+    }
 }
 
 struct DbWorker {
