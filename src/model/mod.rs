@@ -11,6 +11,7 @@
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
 //! - [`init`]: seeded weight initialisation and dropout (reproducible training).
 //! - [`quality`]: the shipped technical-quality model (DMA-fc on Lite0, LIVE Challenge MOS).
+//! - [`brisque`]: BRISQUE (Mittal et al. 2012) with the LIVE-trained SVR, the classical baseline.
 //! - [`views`]: the papers' views and patches (seeded), each with its rectangle in the photo.
 //! - [`systems`]: the seed systems by id (SCNN ... ARP-MPEMD), built from the pieces above.
 
