@@ -23,14 +23,7 @@ fn model(dir: Option<&Path>) -> anyhow::Result<Brisque> {
 /// Prints `score<TAB>path` per photo; a photo that cannot be read is reported and the others go on.
 pub fn score(paths: &[PathBuf], model_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let m = model(model_dir)?;
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            files.extend(list_images(p).with_context(|| format!("cannot list folder {}", p.display()))?);
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = super::collect_files(paths)?;
     let results: Vec<_> = files.par_iter().map(|f| load_rgb(f).map(|img| m.score(&img))).collect();
     let mut failed = 0;
     for (f, r) in files.iter().zip(results) {

@@ -11,14 +11,7 @@ use crate::library::decode::list_images;
 use crate::worker::{CancelToken, Event, Job, Worker};
 
 pub fn run(paths: &[PathBuf], top: usize) -> anyhow::Result<ExitCode> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            files.extend(list_images(p).with_context(|| format!("cannot list folder {}", p.display()))?);
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = super::collect_files(paths)?;
     let worker = Worker::spawn(None);
     let (tx, rx) = channel();
     let total = files.len();

@@ -7,6 +7,7 @@ mod brisque;
 mod classify;
 mod cv;
 mod info;
+mod predict;
 mod train_quality;
 
 use std::path::PathBuf;
@@ -37,6 +38,17 @@ pub enum Command {
         /// Number of classes to print per photo.
         #[arg(short, long, default_value_t = 5)]
         top: usize,
+    },
+    /// Quality score with per-patch scores, BRISQUE, and the heads not trained yet, per photo.
+    Predict {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Decode photos to at most this long side, as the app's worker does.
+        #[arg(long, default_value_t = crate::worker::ScoringConfig::DEFAULT_MAX_SIDE)]
+        max_side: u32,
+        /// Print every grid patch's score too.
+        #[arg(long)]
+        patches: bool,
     },
     /// Version, compute device, threads and the status of each weights file.
     Info,
@@ -163,11 +175,26 @@ pub enum BenchWhat {
     },
 }
 
+/// The photos named on the command line: files as given, folders listed (recursively, images only).
+pub(crate) fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            files.extend(crate::library::decode::list_images(p).with_context(|| format!("cannot list folder {}", p.display()))?);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::Classify { paths, top }) => classify::run(&paths, top),
         Some(Command::Info) => info::run(),
+        Some(Command::Predict { paths, max_side, patches }) => predict::run(&paths, max_side, patches),
         Some(Command::Cv { data, images, systems, folds, seed, epochs, lr, weight_decay, native, arp, cache, out }) => {
             cv::run(cv::CvArgs {
                 data: &data,

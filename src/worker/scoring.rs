@@ -128,9 +128,12 @@ pub struct ScoringConfig {
 }
 
 impl ScoringConfig {
+    /// Long side photos are decoded to for scoring (the app and `keepers predict`).
+    pub const DEFAULT_MAX_SIDE: u32 = 1024;
+
     /// The shipped Lite0 weights, batches of 8, photos decoded to 1024 px, no quality model.
     pub fn new(db_path: PathBuf) -> ScoringConfig {
-        ScoringConfig { db_path, lite0: WeightsFile::EfficientNetLite0.path(), batch: 8, max_side: 1024, quality: None }
+        ScoringConfig { db_path, lite0: WeightsFile::EfficientNetLite0.path(), batch: 8, max_side: Self::DEFAULT_MAX_SIDE, quality: None }
     }
 }
 
