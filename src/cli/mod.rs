@@ -8,6 +8,7 @@ mod classify;
 mod cv;
 mod info;
 mod predict;
+mod taste;
 mod train_quality;
 
 use std::path::PathBuf;
@@ -173,6 +174,46 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = crate::library::thumbs::DEFAULT_SIDE)]
         side: u32,
     },
+    /// Few-shot taste profiles (issue 8): keep = top third of a CSV's scores, reject = bottom
+    /// third; profiles from N labels, several draws each, ROC AUC on the other labelled photos.
+    Taste {
+        /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Taste systems, comma-separated: logistic-warp, logistic-native, logistic-arp, mp-ada-native, mp-ada-arp.
+        #[arg(long, value_delimiter = ',', default_value = "mp-ada-native,logistic-native,logistic-warp,mp-ada-arp")]
+        systems: Vec<String>,
+        /// Label counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50,100")]
+        labels: Vec<usize>,
+        /// Random draws per label count.
+        #[arg(long, default_value_t = 10)]
+        draws: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = crate::train::taste::TasteConfig::default().steps)]
+        steps: usize,
+        #[arg(long, default_value_t = crate::train::taste::TasteConfig::default().lr)]
+        lr: f64,
+        /// L2 penalties, comma-separated (each one a variant).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        l2: Vec<f64>,
+        /// Standardise each feature dimension by its own spread.
+        #[arg(long)]
+        per_dim_scale: bool,
+        /// Skip the untuned quality model's AUC (it scores every photo from pixels).
+        #[arg(long)]
+        no_untuned: bool,
+        /// Feature cache folder (default: the user cache dir, keepers/features).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Write every draw's figures as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// The photos named on the command line: files as given, folders listed (recursively, images only).
@@ -229,6 +270,24 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         },
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
+        Some(Command::Bench {
+            what: BenchWhat::Taste { data, images, systems, labels, draws, seed, steps, lr, l2, per_dim_scale, no_untuned, cache, out },
+        }) => taste::run(taste::TasteBenchArgs {
+            data: &data,
+            images: images.as_deref(),
+            systems: &systems,
+            labels: &labels,
+            draws,
+            seed,
+            steps,
+            lr,
+            l2: &l2,
+            per_dim_scale,
+            untuned: !no_untuned,
+            plan: crate::train::features::FeaturePlan::default(),
+            cache,
+            out: out.as_deref(),
+        }),
         None => {
             if let Some(p) = &cli.path
                 && !p.is_dir()

@@ -27,3 +27,4 @@ pub mod optim;
 pub mod pipeline;
 pub mod schedule;
 pub mod small_data;
+pub mod taste;

@@ -1,0 +1,230 @@
+//! `keepers bench taste`: the few-shot taste benchmark of issue 8 on a CSV of photos with mean
+//! opinion scores (the LIVE Challenge `labels.csv`).
+//!
+//! A simulated user keeps the top third of the photos by MOS and rejects the bottom third (the
+//! middle third is dropped). For each label count (10, 25, 50, 100) and each of `draws` seeded
+//! draws, a balanced set of labels (half keeps, half rejects; odd counts alternate the extra
+//! one) trains a taste profile ([`crate::train::taste`]) per system, and its ROC AUC is measured
+//! on every other labelled photo. The same draws serve every system. Reported: AUC mean ± sample
+//! std (and min) per count, training seconds per profile, and the untuned model's AUC (the
+//! shipped quality model, [`crate::model::quality`], from pixels) on the same held-out sets:
+//! that model was trained on these very photos, so its AUC is optimistic.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device};
+
+use crate::model::imagenet::load_lite0;
+use crate::model::quality::{self, QualityModel};
+use crate::model::weights::{self, WeightsFile};
+use crate::rng::SeededRng;
+use crate::train::cv::mean_std;
+use crate::train::data::csv::{CsvOptions, load};
+use crate::train::features::{FeaturePlan, PhotoFeatures, extract};
+use crate::train::metrics::roc_auc;
+use crate::train::pipeline::{load_checked, permutation};
+use crate::train::taste::{self, Example, TasteConfig, TasteSystem};
+
+pub struct TasteBenchArgs<'a> {
+    pub data: &'a Path,
+    pub images: Option<&'a Path>,
+    pub systems: &'a [String],
+    pub labels: &'a [usize],
+    pub draws: usize,
+    pub seed: u64,
+    pub steps: usize,
+    pub lr: f64,
+    pub l2: &'a [f64],
+    pub per_dim_scale: bool,
+    pub untuned: bool,
+    pub plan: FeaturePlan,
+    pub cache: Option<PathBuf>,
+    pub out: Option<&'a Path>,
+}
+
+/// The training indices of one draw: `n / 2` keeps and `n - n / 2` rejects (swapped on odd
+/// draws), drawn without replacement.
+fn draw(keeps: &[usize], rejects: &[usize], n: usize, d: usize, rng: &mut SeededRng) -> Vec<usize> {
+    let (mut nk, mut nr) = (n / 2, n - n / 2);
+    if d % 2 == 1 {
+        std::mem::swap(&mut nk, &mut nr);
+    }
+    let pk = permutation(keeps.len(), rng);
+    let pr = permutation(rejects.len(), rng);
+    pk.iter().take(nk).map(|&i| keeps[i]).chain(pr.iter().take(nr).map(|&i| rejects[i])).collect()
+}
+
+fn fmt_ms(v: &[f64]) -> String {
+    let (m, s) = mean_std(v);
+    format!("{m:.3} ± {s:.3}")
+}
+
+pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let mut opts = CsvOptions { image_root: a.images.map(Path::to_path_buf), ..Default::default() };
+    let mut ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
+    let beside = a.data.parent().unwrap_or(Path::new(".")).join("images");
+    if a.images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
+        opts.image_root = Some(beside);
+        ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
+    }
+    let rows: Vec<_> = ds.samples.iter().filter(|s| s.target.score.is_some()).collect();
+    let systems: Vec<TasteSystem> = a
+        .systems
+        .iter()
+        .map(|s| {
+            TasteSystem::parse(s).with_context(|| format!("unknown taste system {s:?} (logistic-warp, mp-ada-native, mp-ada-arp, ...)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if a.l2.is_empty() || a.labels.is_empty() || a.draws == 0 {
+        bail!("give at least one --l2, one --labels and --draws >= 1");
+    }
+
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let sha = weights::sha256_hex(&weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?);
+    let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
+    let paths: Vec<PathBuf> = rows.iter().map(|s| s.path.clone()).collect();
+    let cache = a.cache.clone().unwrap_or_else(super::cv::default_cache);
+    eprintln!("features: {} photos, plan {:?}, cache {}", paths.len(), a.plan, cache.display());
+    let t0 = std::time::Instant::now();
+    let (feats, skipped) = extract(&paths, &a.plan, &net, &sha, Some(&cache), |d, n| eprint!("\r  {d}/{n}"))?;
+    eprintln!("\r  {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
+    if !skipped.is_empty() {
+        eprintln!("{skipped}");
+    }
+    let kept: Vec<usize> = (0..paths.len()).filter(|&i| feats[i].is_some()).collect();
+    let feats: Vec<&PhotoFeatures> = kept.iter().map(|&i| feats[i].as_ref().unwrap()).collect();
+    let mos: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
+    let paths: Vec<&PathBuf> = kept.iter().map(|&i| &paths[i]).collect();
+
+    // The simulated user: top third kept, bottom third rejected, middle third dropped.
+    let mut order: Vec<usize> = (0..mos.len()).collect();
+    order.sort_by(|&i, &j| mos[i].total_cmp(&mos[j]));
+    let third = mos.len() / 3;
+    let rejects: Vec<usize> = order[..third].to_vec();
+    let keeps: Vec<usize> = order[mos.len() - third..].to_vec();
+    let max_n = *a.labels.iter().max().unwrap();
+    if max_n + 4 > keeps.len() + rejects.len() || max_n / 2 + 1 > keeps.len().min(rejects.len()) {
+        bail!("{} keeps and {} rejects are too few for {max_n} labels and a held-out set", keeps.len(), rejects.len());
+    }
+    let keep_of = |i: usize| keeps.contains(&i);
+    println!(
+        "Few-shot taste benchmark on {} ({} photos): keep = top third (MOS >= {:.1}, {}), reject = bottom third (MOS <= {:.1}, {})",
+        a.data.display(),
+        mos.len(),
+        mos[keeps[0]],
+        keeps.len(),
+        mos[*rejects.last().unwrap()],
+        rejects.len()
+    );
+
+    // The untuned model: the shipped quality model's score, from pixels.
+    let untuned: Option<Vec<f64>> = if a.untuned {
+        let (json, lite0) = quality::default_paths();
+        let model = QualityModel::load(&json, &lite0, &Device::Cpu).with_context(|| format!("loading {}", json.display()))?;
+        let t0 = std::time::Instant::now();
+        let mut scores = vec![f64::NAN; mos.len()];
+        let labelled: Vec<usize> = keeps.iter().chain(&rejects).copied().collect();
+        for (n, chunk) in labelled.chunks(8).enumerate() {
+            let imgs = chunk
+                .iter()
+                .map(|&i| load_checked(paths[i]).map_err(|e| anyhow::anyhow!("{}: {e}", paths[i].display())))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let s = model.score(&imgs.iter().collect::<Vec<_>>())?;
+            for (&i, q) in chunk.iter().zip(s) {
+                scores[i] = q.score as f64;
+            }
+            eprint!("\r  untuned model {}/{}", (n * 8 + chunk.len()).min(labelled.len()), labelled.len());
+        }
+        eprintln!("\r  untuned model: {} photos in {:.1} s", labelled.len(), t0.elapsed().as_secs_f64());
+        Some(scores)
+    } else {
+        None
+    };
+
+    let mut variants: Vec<TasteConfig> = Vec::new();
+    for s in &systems {
+        for &l2 in a.l2 {
+            variants.push(TasteConfig { system: *s, steps: a.steps, lr: a.lr, l2, per_dim_scale: a.per_dim_scale, ..Default::default() });
+        }
+    }
+    let variant_name = |c: &TasteConfig| if a.l2.len() > 1 { format!("{} l2={}", c.system, c.l2) } else { c.system.to_string() };
+
+    println!(
+        "{} draws per count (seed {}), balanced labels; {} steps, lr {}, {} scale; AUC on every other labelled photo",
+        a.draws,
+        a.seed,
+        a.steps,
+        a.lr,
+        if a.per_dim_scale { "per-dimension" } else { "common" }
+    );
+    println!(
+        "{:<28} {:>6} {:>16} {:>7} {:>16} {:>10} {:>10}",
+        "system", "labels", "AUC mean ± std", "min", "untuned (same)", "train s", "max s"
+    );
+    let mut results = Vec::new();
+    for &n in a.labels {
+        let draws: Vec<Vec<usize>> =
+            (0..a.draws).map(|d| draw(&keeps, &rejects, n, d, &mut SeededRng::new(a.seed).fork((n * 1000 + d) as u64))).collect();
+        let tests: Vec<Vec<usize>> =
+            draws.iter().map(|tr| keeps.iter().chain(&rejects).copied().filter(|i| !tr.contains(i)).collect()).collect();
+        let untuned_auc: Vec<f64> = match &untuned {
+            Some(u) => tests
+                .iter()
+                .map(|te| {
+                    roc_auc(&te.iter().map(|&i| u[i]).collect::<Vec<_>>(), &te.iter().map(|&i| keep_of(i)).collect::<Vec<_>>()).unwrap()
+                })
+                .collect(),
+            None => vec![],
+        };
+        for cfg in &variants {
+            let mut aucs = Vec::new();
+            let mut secs = Vec::new();
+            for (tr, te) in draws.iter().zip(&tests) {
+                let ex = |i: &usize| Example { features: cfg.system.input_of(feats[*i]), keep: keep_of(*i) };
+                let train: Vec<Example> = tr.iter().map(ex).collect();
+                let t = std::time::Instant::now();
+                let profile = taste::train("bench", &train, &[], cfg, &sha, |_| true)?;
+                secs.push(t.elapsed().as_secs_f64());
+                let scores = te.iter().map(|&i| profile.score_photo(feats[i]).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
+                aucs.push(roc_auc(&scores, &te.iter().map(|&i| keep_of(i)).collect::<Vec<_>>()).unwrap());
+            }
+            let min = aucs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max_s = secs.iter().copied().fold(0.0, f64::max);
+            let un = if untuned_auc.is_empty() { "-".to_string() } else { fmt_ms(&untuned_auc) };
+            println!(
+                "{:<28} {:>6} {:>16} {:>7.3} {:>16} {:>10.3} {:>10.3}",
+                variant_name(cfg),
+                n,
+                fmt_ms(&aucs),
+                min,
+                un,
+                mean_std(&secs).0,
+                max_s
+            );
+            results.push(serde_json::json!({
+                "system": cfg.system.name(), "config": cfg, "labels": n, "auc": aucs,
+                "auc_mean": mean_std(&aucs).0, "auc_std": mean_std(&aucs).1, "auc_min": min,
+                "untuned_auc": untuned_auc, "train_seconds": secs,
+            }));
+        }
+    }
+    if let Some(u) = &untuned {
+        let all: Vec<usize> = keeps.iter().chain(&rejects).copied().collect();
+        let auc = roc_auc(&all.iter().map(|&i| u[i]).collect::<Vec<_>>(), &all.iter().map(|&i| keep_of(i)).collect::<Vec<_>>()).unwrap();
+        println!(
+            "untuned model (shipped quality_dma_fc, trained on these photos: optimistic) on all {} labelled photos: AUC {auc:.3}",
+            all.len()
+        );
+    }
+    if let Some(out) = a.out {
+        let doc = serde_json::json!({
+            "data": a.data.display().to_string(), "photos": mos.len(), "keeps": keeps.len(), "rejects": rejects.len(),
+            "draws": a.draws, "seed": a.seed, "plan": format!("{:?}", a.plan), "backbone_sha256": sha,
+            "skipped": skipped.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "results": results,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

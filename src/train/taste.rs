@@ -1,0 +1,592 @@
+//! Taste profiles (issue 8): a small head trained on one person's keep / reject decisions over
+//! the frozen ImageNet Lite0 column's cached features ([`super::features`]), saved as one file.
+//!
+//! A profile is a linear logit `s = w · z(x) + b` on standardised column features
+//! `z(x) = (x - mean) / scale` (mean and scale per feature dimension, from the profile's own
+//! training photos), under one of two procedures:
+//! - [`Procedure::Logistic`]: L2-regularised logistic regression on one pooled feature per
+//!   photo (the warp view, or the mean of the photo's patch features). Loss: class-weighted
+//!   binary cross-entropy `-sum_b a_b log Pr(y_b | x_b) / sum_b a_b + (l2 / 2) |w|^2`.
+//! - [`Procedure::MpAda`]: paper 001's adaptive multi-patch objective (Sheng et al., "Attention-
+//!   based Multi-Patch Aggregation for Image Aesthetic Assessment", eq. 7-8): every patch is
+//!   classified by the same head and the loss is `-sum_b a_b (1/P) sum_p (1 - p^beta) log p
+//!   / sum_b a_b + (l2 / 2) |w|^2` with `p = Pr(y_b | patch)`, `beta = 0.5`, the weight
+//!   differentiated through (eq. 8); with all `a_b` equal and `l2 = 0` it is exactly
+//!   [`super::losses::mp_ada_from_log_probs`]. At test time the patch probabilities are averaged.
+//!
+//! The per-photo weights `a_b` balance the classes (each class weighs half), because a
+//! photographer's rejects usually outnumber their keeps. Both losses are new here, and are
+//! gradient-checked in `tests/taste.rs` ([`super::gradcheck`]).
+//!
+//! Training is full-batch (a profile has tens to hundreds of labels) with our AdamW
+//! ([`super::optim`], no decoupled decay: the L2 term is in the loss), reports each step's loss
+//! and, every `eval_every` steps, the held-out ROC AUC on an optional validation set, and stops
+//! when the progress callback says so ([`TasteError::Cancelled`]).
+//!
+//! File format: one safetensors file (tensors `mean`, `scale`, `w`, `b`, f32) whose header
+//! metadata holds `format` = [`FORMAT`] and `profile` = the JSON of [`ProfileMeta`]. It is
+//! written beside its destination and renamed into place, so a crash never leaves half a
+//! profile; a truncated or corrupt file loads as [`TasteError::Corrupt`], never a panic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::features::PhotoFeatures;
+use super::metrics::roc_auc;
+use super::optim::{AdamW, AdamWConfig, Optimizer as _, ParamGroup};
+
+/// The `format` metadata value of a profile file.
+pub const FORMAT: &str = "keepers-taste-v1";
+/// Paper 001's beta for MP-ada.
+pub const MP_ADA_BETA: f64 = 0.5;
+/// The column feature width (Lite0's pooled feature).
+pub const FEATURE_DIM: usize = 1280;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TasteError {
+    #[error("{path} could not be read or written: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid taste profile: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("a taste profile needs at least {need} keeps and {need} rejects, got {keep} and {reject}")]
+    TooFewLabels { keep: usize, reject: usize, need: usize },
+    #[error("bad input: {0}")]
+    Input(String),
+    #[error("training was cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Which cached column features a profile reads for a photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TasteInput {
+    /// The whole photo warped to 224 x 224 (one feature; the album database stores it).
+    Warp,
+    /// Random 224 x 224 patches at the photo's own resolution (paper 000's patches).
+    Native,
+    /// Aspect-preserving crops, shorter side 256, 224 crops with flips (papers 001 and 004).
+    Arp,
+}
+
+/// How the head is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Procedure {
+    /// Logistic regression on the mean of the input's features.
+    Logistic,
+    /// Paper 001's MP-ada over the input's patches.
+    MpAda,
+}
+
+/// A procedure on an input: `logistic-warp`, `logistic-native`, `mp-ada-native`, `mp-ada-arp`...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TasteSystem {
+    pub procedure: Procedure,
+    pub input: TasteInput,
+}
+
+impl TasteSystem {
+    pub const LOGISTIC_WARP: Self = Self { procedure: Procedure::Logistic, input: TasteInput::Warp };
+    pub const MP_ADA_NATIVE: Self = Self { procedure: Procedure::MpAda, input: TasteInput::Native };
+    pub const MP_ADA_ARP: Self = Self { procedure: Procedure::MpAda, input: TasteInput::Arp };
+
+    pub fn name(&self) -> String {
+        let p = match self.procedure {
+            Procedure::Logistic => "logistic",
+            Procedure::MpAda => "mp-ada",
+        };
+        let i = match self.input {
+            TasteInput::Warp => "warp",
+            TasteInput::Native => "native",
+            TasteInput::Arp => "arp",
+        };
+        format!("{p}-{i}")
+    }
+
+    /// Parses [`Self::name`]'s form (case-insensitive, `_` for `-` allowed).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.to_ascii_lowercase().replace('_', "-");
+        let (p, i) = s.rsplit_once('-')?;
+        let procedure = match p {
+            "logistic" => Procedure::Logistic,
+            "mp-ada" => Procedure::MpAda,
+            _ => return None,
+        };
+        let input = match i {
+            "warp" => TasteInput::Warp,
+            "native" => TasteInput::Native,
+            "arp" => TasteInput::Arp,
+            _ => return None,
+        };
+        Some(Self { procedure, input })
+    }
+
+    /// The features this system reads from a photo's cache entry, `(P, 1280)`.
+    pub fn input_of<'a>(&self, f: &'a PhotoFeatures) -> &'a Tensor {
+        match self.input {
+            TasteInput::Warp => &f.warp,
+            TasteInput::Native => &f.native,
+            TasteInput::Arp => &f.arp,
+        }
+    }
+}
+
+impl std::fmt::Display for TasteSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Training settings; the defaults are the ones `keepers bench taste` reports
+/// (`results/taste_fewshot.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TasteConfig {
+    pub system: TasteSystem,
+    /// Full-batch optimiser steps.
+    pub steps: usize,
+    pub lr: f64,
+    /// L2 penalty on `w` (not on the bias), on standardised features.
+    pub l2: f64,
+    /// Standardise each feature dimension by its own spread (true) or all by one common
+    /// spread (false, keeps the backbone's relative scales).
+    pub per_dim_scale: bool,
+    /// Weigh each class by half (true) or each photo equally.
+    pub balance: bool,
+    /// Held-out AUC every this many steps when a validation set is given (0: never).
+    pub eval_every: usize,
+}
+
+impl Default for TasteConfig {
+    fn default() -> Self {
+        Self { system: TasteSystem::MP_ADA_NATIVE, steps: 200, lr: 0.01, l2: 1.0, per_dim_scale: false, balance: true, eval_every: 10 }
+    }
+}
+
+/// What the progress callback sees after each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// 0-based step (full-batch: one step is one epoch).
+    pub step: usize,
+    pub steps: usize,
+    /// The training loss (data term + L2) before this step's update.
+    pub loss: f64,
+    /// Held-out ROC AUC when a validation set was given and this step evaluated it.
+    pub validation_auc: Option<f64>,
+}
+
+/// Figures stored with a profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TasteMetrics {
+    pub n_keep: usize,
+    pub n_reject: usize,
+    pub steps: usize,
+    pub final_loss: f64,
+    /// ROC AUC on the training labels (optimistic: says only that it fitted).
+    pub train_auc: Option<f64>,
+    /// ROC AUC on held-out labels the profile did not train on, and their count.
+    pub validation_auc: Option<f64>,
+    pub validation_n: usize,
+    pub seconds: f64,
+}
+
+/// The learned numbers: standardiser and linear head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TasteWeights {
+    pub mean: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub w: Vec<f32>,
+    pub b: f32,
+}
+
+/// Everything about a profile but its weights (the file's `profile` metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileMeta {
+    pub name: String,
+    pub system: TasteSystem,
+    /// Seconds since the Unix epoch (UTC).
+    pub created: u64,
+    pub n_labels: usize,
+    pub metrics: TasteMetrics,
+    pub config: TasteConfig,
+    /// sha256 of the backbone weights the features came from (empty when unknown).
+    pub backbone_sha256: String,
+}
+
+/// A trained taste profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TasteProfile {
+    pub name: String,
+    pub system: TasteSystem,
+    pub created: u64,
+    pub n_labels: usize,
+    pub metrics: TasteMetrics,
+    pub config: TasteConfig,
+    pub backbone_sha256: String,
+    pub weights: TasteWeights,
+}
+
+/// One labelled photo: its input features `(P, D)` and whether it was kept.
+#[derive(Debug, Clone)]
+pub struct Example<'a> {
+    pub features: &'a Tensor,
+    pub keep: bool,
+}
+
+/// Log-probability of the correct class from logits `s` and signs `t = 2y - 1` (same shape):
+/// `log sigmoid(t s) = -softplus(-t s)`, computed stably.
+fn log_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    // log sigmoid(x) = min(x, 0) - log(1 + exp(-|x|))
+    let min0 = x.minimum(0.0)?;
+    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    min0 - tail
+}
+
+/// The taste loss on per-patch logits `s (B, P)` (P = 1 for logistic), labels `y (B)` in
+/// {0, 1}, per-photo weights `a (B)`, L2 on `w`: see the module docs. `procedure` chooses
+/// the data term (for [`Procedure::Logistic`] `P` must be 1). f32 or f64.
+pub fn taste_loss(procedure: Procedure, s: &Tensor, y: &Tensor, a: &Tensor, w: &Tensor, l2: f64) -> candle_core::Result<Tensor> {
+    let (b, p) = s.dims2()?;
+    let sign = y.to_dtype(s.dtype())?.affine(2.0, -1.0)?.reshape((b, 1))?.broadcast_as((b, p))?;
+    let log_p = log_sigmoid(&(s * sign)?)?;
+    let per_patch = match procedure {
+        Procedure::Logistic => {
+            if p != 1 {
+                candle_core::bail!("logistic taste loss takes one logit per photo, got {p}");
+            }
+            log_p
+        }
+        // w_beta = 1 - p^beta = 1 - exp(beta log p), differentiated through (eq. 8).
+        Procedure::MpAda => ((log_p.affine(MP_ADA_BETA, 0.0)?.exp()?.neg()? + 1.0)? * &log_p)?,
+    };
+    let per_photo = per_patch.mean(1)?;
+    let a = a.to_dtype(s.dtype())?;
+    let data = ((per_photo * &a)?.sum_all()? / a.sum_all()?)?.neg()?;
+    data + (w.sqr()?.sum_all()? * (l2 / 2.0))?
+}
+
+/// Per-photo weights that give each class half the total (or all 1 when `balance` is off).
+fn class_weights(keep: &[bool], balance: bool) -> Vec<f64> {
+    let nk = keep.iter().filter(|&&k| k).count().max(1) as f64;
+    let nr = keep.iter().filter(|&&k| !k).count().max(1) as f64;
+    let n = keep.len() as f64;
+    keep.iter()
+        .map(|&k| {
+            if !balance {
+                1.0
+            } else if k {
+                n / (2.0 * nk)
+            } else {
+                n / (2.0 * nr)
+            }
+        })
+        .collect()
+}
+
+fn check_features(t: &Tensor) -> Result<(usize, usize), TasteError> {
+    let (p, d) = t.dims2().map_err(|_| TasteError::Input(format!("features must be (patches, {FEATURE_DIM}), got {:?}", t.dims())))?;
+    if p == 0 || d != FEATURE_DIM {
+        return Err(TasteError::Input(format!("features must be (patches >= 1, {FEATURE_DIM}), got ({p}, {d})")));
+    }
+    Ok((p, d))
+}
+
+/// `(B, P, D)` f32 of the examples' features (all must have the same P), or the per-photo mean
+/// `(B, 1, D)` for the logistic procedure.
+fn stack_inputs(procedure: Procedure, feats: &[&Tensor]) -> Result<Tensor, TasteError> {
+    let mut rows = Vec::with_capacity(feats.len());
+    let mut p0 = None;
+    for f in feats {
+        let (p, _) = check_features(f)?;
+        let f = f.to_dtype(DType::F32)?;
+        rows.push(match procedure {
+            Procedure::Logistic => f.mean_keepdim(0)?,
+            Procedure::MpAda => {
+                if *p0.get_or_insert(p) != p {
+                    return Err(TasteError::Input(format!("photos have {} and {p} patches: MP-ada needs the same count", p0.unwrap())));
+                }
+                f
+            }
+        });
+    }
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
+/// Mean and scale per dimension over every patch row of `x (B, P, D)`.
+fn standardiser(x: &Tensor, per_dim: bool) -> candle_core::Result<(Tensor, Tensor)> {
+    let d = x.dim(2)?;
+    let flat = x.reshape(((), d))?;
+    let mean = flat.mean(0)?;
+    let var = flat.broadcast_sub(&mean)?.sqr()?.mean(0)?;
+    let scale = if per_dim {
+        // Floor: a dimension that barely varies in a few photos must not be blown up.
+        let floor = var.mean_all()?.sqrt()?.to_scalar::<f32>()? * 0.1;
+        var.sqrt()?.maximum(floor.max(1e-6))?
+    } else {
+        let s = var.mean_all()?.sqrt()?.to_scalar::<f32>()?.max(1e-6);
+        Tensor::full(s, d, x.device())?
+    };
+    Ok((mean, scale))
+}
+
+/// Seconds since the Unix epoch, now.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Trains a profile on `train` (with at least `min_per_class` keeps and rejects), reporting
+/// every step to `progress`; `validation` (never trained on) is scored every
+/// `cfg.eval_every` steps. `progress` returning false cancels: [`TasteError::Cancelled`].
+pub fn train(
+    name: &str,
+    train: &[Example],
+    validation: &[Example],
+    cfg: &TasteConfig,
+    backbone_sha256: &str,
+    mut progress: impl FnMut(&Progress) -> bool,
+) -> Result<TasteProfile, TasteError> {
+    const MIN_PER_CLASS: usize = 2;
+    let start = std::time::Instant::now();
+    let keep: Vec<bool> = train.iter().map(|e| e.keep).collect();
+    let (nk, nr) = (keep.iter().filter(|&&k| k).count(), keep.iter().filter(|&&k| !k).count());
+    if nk < MIN_PER_CLASS || nr < MIN_PER_CLASS {
+        return Err(TasteError::TooFewLabels { keep: nk, reject: nr, need: MIN_PER_CLASS });
+    }
+    let procedure = cfg.system.procedure;
+    let x = stack_inputs(procedure, &train.iter().map(|e| e.features).collect::<Vec<_>>())?;
+    let (b, p, d) = x.dims3()?;
+    let (mean, scale) = standardiser(&x, cfg.per_dim_scale)?;
+    let z = x.broadcast_sub(&mean)?.broadcast_div(&scale)?;
+    let dev = Device::Cpu;
+    let w = Var::zeros(d, DType::F32, &dev)?;
+    let bias = Var::zeros(1, DType::F32, &dev)?;
+    let y = Tensor::new(keep.iter().map(|&k| k as u8 as f32).collect::<Vec<_>>(), &dev)?;
+    let a = Tensor::new(class_weights(&keep, cfg.balance).iter().map(|&v| v as f32).collect::<Vec<_>>(), &dev)?;
+    let group = ParamGroup::new("taste", vec![("w".to_string(), w.clone()), ("b".to_string(), bias.clone())]);
+    let mut opt = AdamW::new(vec![group], AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })
+        .map_err(|e| TasteError::Input(e.to_string()))?;
+    let zflat = z.reshape((b * p, d))?;
+    let logits =
+        |w: &Tensor, bias: &Tensor| -> candle_core::Result<Tensor> { zflat.matmul(&w.unsqueeze(1)?)?.reshape((b, p))?.broadcast_add(bias) };
+    let mut final_loss = f64::NAN;
+    let mut steps = 0;
+    for step in 0..cfg.steps {
+        let loss = taste_loss(procedure, &logits(w.as_tensor(), bias.as_tensor())?, &y, &a, w.as_tensor(), cfg.l2)?;
+        final_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !final_loss.is_finite() {
+            return Err(TasteError::Input(format!("the loss diverged at step {step} (lr {} too high?)", cfg.lr)));
+        }
+        opt.step(&loss.backward()?).map_err(|e| TasteError::Input(e.to_string()))?;
+        steps = step + 1;
+        let validation_auc = if !validation.is_empty() && cfg.eval_every > 0 && (steps % cfg.eval_every == 0 || steps == cfg.steps) {
+            let weights = snapshot(&mean, &scale, &w, &bias)?;
+            auc_of(&weights, procedure, validation)?
+        } else {
+            None
+        };
+        if !progress(&Progress { step, steps: cfg.steps, loss: final_loss, validation_auc }) {
+            return Err(TasteError::Cancelled);
+        }
+    }
+    let weights = snapshot(&mean, &scale, &w, &bias)?;
+    let train_auc = auc_of(&weights, procedure, train)?;
+    let validation_auc = if validation.is_empty() { None } else { auc_of(&weights, procedure, validation)? };
+    let metrics = TasteMetrics {
+        n_keep: nk,
+        n_reject: nr,
+        steps,
+        final_loss,
+        train_auc,
+        validation_auc,
+        validation_n: validation.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(TasteProfile {
+        name: name.to_string(),
+        system: cfg.system,
+        created: now_unix(),
+        n_labels: train.len(),
+        metrics,
+        config: cfg.clone(),
+        backbone_sha256: backbone_sha256.to_string(),
+        weights,
+    })
+}
+
+fn snapshot(mean: &Tensor, scale: &Tensor, w: &Var, b: &Var) -> candle_core::Result<TasteWeights> {
+    Ok(TasteWeights { mean: mean.to_vec1()?, scale: scale.to_vec1()?, w: w.as_tensor().to_vec1()?, b: b.as_tensor().to_vec1::<f32>()?[0] })
+}
+
+fn auc_of(weights: &TasteWeights, procedure: Procedure, set: &[Example]) -> Result<Option<f64>, TasteError> {
+    let scores = set.iter().map(|e| score_with(weights, procedure, e.features).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
+    Ok(roc_auc(&scores, &set.iter().map(|e| e.keep).collect::<Vec<_>>()))
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Probability of "keep" for one photo's input features `(P, D)`.
+fn score_with(weights: &TasteWeights, procedure: Procedure, features: &Tensor) -> Result<f32, TasteError> {
+    let (p, d) = check_features(features)?;
+    if weights.w.len() != d {
+        return Err(TasteError::Input(format!("the profile has {} weights, the features {d} dimensions", weights.w.len())));
+    }
+    let rows = features.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let logit = |x: &[f32]| -> f32 {
+        let mut s = weights.b;
+        for j in 0..d {
+            s += weights.w[j] * (x[j] - weights.mean[j]) / weights.scale[j];
+        }
+        s
+    };
+    Ok(match procedure {
+        Procedure::Logistic => {
+            let mut m = vec![0f32; d];
+            for r in &rows {
+                for (mj, x) in m.iter_mut().zip(r) {
+                    *mj += x / p as f32;
+                }
+            }
+            sigmoid(logit(&m))
+        }
+        Procedure::MpAda => rows.iter().map(|r| sigmoid(logit(r))).sum::<f32>() / p as f32,
+    })
+}
+
+/// The JSON header of a safetensors file with f32 tensors, and the data after it.
+fn serialize(tensors: &[(&str, Vec<usize>, &[f32])], metadata: &HashMap<String, String>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
+    let mut data = Vec::new();
+    for (name, shape, v) in tensors {
+        let start = data.len();
+        for x in *v {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        header.insert((*name).into(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}));
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
+    // The safetensors writer pads the header with spaces to a multiple of 8.
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + data.len());
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    out
+}
+
+/// The `__metadata__` of a safetensors buffer, checked against its length.
+fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
+    let n = bytes.get(..8).ok_or("shorter than a safetensors header")?;
+    let n = u64::from_le_bytes(n.try_into().expect("8 bytes"));
+    let end = 8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or("header length runs past the end of the file")?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end as usize]).map_err(|e| format!("header: {e}"))?;
+    let meta = header.get("__metadata__").ok_or("no metadata")?;
+    serde_json::from_value(meta.clone()).map_err(|e| format!("metadata: {e}"))
+}
+
+impl TasteProfile {
+    /// Probability that the person keeps the photo, from its input features `(P, 1280)`
+    /// (`self.system.input`'s: the warp feature, the native patches or the ARP crops).
+    pub fn score(&self, features: &Tensor) -> Result<f32, TasteError> {
+        score_with(&self.weights, self.system.procedure, features)
+    }
+
+    /// [`Self::score`] on a photo's cached features (picks the profile's input).
+    pub fn score_photo(&self, f: &PhotoFeatures) -> Result<f32, TasteError> {
+        self.score(self.system.input_of(f))
+    }
+
+    pub fn meta(&self) -> ProfileMeta {
+        ProfileMeta {
+            name: self.name.clone(),
+            system: self.system,
+            created: self.created,
+            n_labels: self.n_labels,
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            backbone_sha256: self.backbone_sha256.clone(),
+        }
+    }
+
+    /// Writes the profile to `path` (one file), atomically: a temporary file beside it,
+    /// renamed into place.
+    pub fn save(&self, path: &Path) -> Result<(), TasteError> {
+        let d = self.weights.w.len();
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("profile".to_string(), serde_json::to_string(&self.meta()).expect("profile metadata serialises")),
+        ]);
+        let bytes = serialize(
+            &[
+                ("mean", vec![d], &self.weights.mean),
+                ("scale", vec![d], &self.weights.scale),
+                ("w", vec![d], &self.weights.w),
+                ("b", vec![1], std::slice::from_ref(&self.weights.b)),
+            ],
+            &meta,
+        );
+        let io = |source| TasteError::Io { path: path.to_owned(), source };
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+
+    /// Reads a profile written by [`Self::save`]. A missing file is [`TasteError::Io`]; a
+    /// truncated, corrupt or foreign file is [`TasteError::Corrupt`].
+    pub fn load(path: &Path) -> Result<Self, TasteError> {
+        let bytes = std::fs::read(path).map_err(|source| TasteError::Io { path: path.to_owned(), source })?;
+        Self::from_bytes(&bytes).map_err(|reason| TasteError::Corrupt { path: path.to_owned(), reason })
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let meta = read_metadata(bytes)?;
+        match meta.get("format") {
+            Some(f) if f == FORMAT => {}
+            other => return Err(format!("format {other:?}, expected {FORMAT:?}")),
+        }
+        let m: ProfileMeta =
+            serde_json::from_str(meta.get("profile").ok_or("no profile metadata")?).map_err(|e| format!("profile metadata: {e}"))?;
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| format!("tensors: {e}"))?;
+        let get = |k: &str, len: usize| -> Result<Vec<f32>, String> {
+            let t = tensors.get(k).ok_or(format!("no tensor {k}"))?;
+            if t.dtype() != DType::F32 || t.dims() != [len] {
+                return Err(format!("tensor {k}: {:?} {:?}, expected F32 [{len}]", t.dtype(), t.dims()));
+            }
+            let v = t.to_vec1::<f32>().map_err(|e| e.to_string())?;
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("tensor {k} holds a non-finite value"));
+            }
+            Ok(v)
+        };
+        let d = FEATURE_DIM;
+        let weights = TasteWeights { mean: get("mean", d)?, scale: get("scale", d)?, w: get("w", d)?, b: get("b", 1)?[0] };
+        if weights.scale.iter().any(|&s| s <= 0.0) {
+            return Err("a non-positive scale".into());
+        }
+        Ok(Self {
+            name: m.name,
+            system: m.system,
+            created: m.created,
+            n_labels: m.n_labels,
+            metrics: m.metrics,
+            config: m.config,
+            backbone_sha256: m.backbone_sha256,
+            weights,
+        })
+    }
+}
