@@ -202,3 +202,29 @@ fn time_per_12_mp_photo() {
     }
     println!("{:.3} s per 12-MP photo ({} threads)", t.elapsed().as_secs_f64() / reps as f64, rayon::current_num_threads());
 }
+
+/// `keepers predict` prints the score the model gives, each grid cell's score in full-resolution
+/// pixels, and names a photo it cannot read while going on with the others.
+#[test]
+fn predict_command_prints_the_model_score_and_the_patches() {
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepers"))
+        .args(["predict", "--patches"])
+        .arg(samples.join("coffee.png"))
+        .arg(samples.join("missing.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "one photo could not be read");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("missing.jpg"), "{stderr}");
+    // The same score through the library, on the same decode (coffee.png is 600 x 400, under 1024).
+    let img = keepers::library::decode::load_rgb(&samples.join("coffee.png")).unwrap();
+    let (config, lite0) = keepers::model::quality::default_paths();
+    let m = keepers::model::quality::QualityModel::load(&config, &lite0, &candle_core::Device::Cpu).unwrap();
+    let q = m.score(&[&img]).unwrap().remove(0);
+    assert!(stdout.contains(&format!("quality   {:6.1}", q.score)), "{stdout}");
+    let cells = stdout.lines().filter(|l| l.contains("->") && l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
+    assert_eq!(cells, q.patches.len(), "{stdout}");
+    assert!(stdout.contains("aesthetic, style, theme: not trained yet"));
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 
-use crate::library::decode::{list_images, load_rgb};
+use crate::library::decode::load_rgb;
 use crate::model::brisque::Brisque;
 use crate::train::cv::{fold_ids, mean_std};
 use crate::train::data::csv::{CsvOptions, load};

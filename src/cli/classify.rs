@@ -5,9 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::channel;
 
-use anyhow::Context;
-
-use crate::library::decode::list_images;
 use crate::worker::{CancelToken, Event, Job, Worker};
 
 pub fn run(paths: &[PathBuf], top: usize) -> anyhow::Result<ExitCode> {
