@@ -167,7 +167,13 @@ def livec(csv_path, b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--livec", help="labels.csv of the LIVE Challenge: print SRCC/PLCC of the package")
+    ap.add_argument("--eval-only", action="store_true", help="with --livec: only the LIVE figures; write nothing")
     a = ap.parse_args()
+    if a.eval_only:
+        if not a.livec:
+            ap.error("--eval-only needs --livec")
+        livec(a.livec, FlatBrisque(url=False))
+        return
 
     norm, sums = convert_weights()
     model = parse_libsvm(os.path.join(WEIGHTS, "svm.txt"))

@@ -31,7 +31,7 @@ echo "== BRISQUE, Rust port (same folds)"
 "$bin" brisque --eval "$data" --folds 5 --seed 0
 if [ -x /tmp/bq/bin/python ]; then
   echo "== BRISQUE, Python package (all photos)"
-  /tmp/bq/bin/python scripts/brisque_reference.py --livec "$data"
+  /tmp/bq/bin/python scripts/brisque_reference.py --livec "$data" --eval-only
 else
   echo "== BRISQUE, Python package: skipped (no venv at /tmp/bq; see scripts/brisque_reference.py)"
 fi
