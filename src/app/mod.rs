@@ -589,52 +589,19 @@ impl KeepersApp {
                 }
             }
             Command::ClearCompare => self.with_state(|s| s.compare.clear()),
-            Command::SetSort(k) => {
-                self.settings.sort = k;
-                self.with_state(|s| {
-                    s.sort = k;
-                    s.refresh();
-                });
-                self.save_settings();
-            }
-            Command::SetDescending(d) => {
-                self.settings.descending = d;
-                self.with_state(|s| {
-                    s.descending = d;
-                    s.refresh();
-                });
-                self.save_settings();
-            }
+            Command::SetSort(k) => self.set_grid_pref(|p| p.sort = k, |s| s.sort = k),
+            Command::SetDescending(d) => self.set_grid_pref(|p| p.descending = d, |s| s.descending = d),
             Command::SetFilter(f) => {
-                self.settings.filter = f.clone();
-                self.with_state(|s| {
-                    s.filter = f;
-                    s.refresh();
-                });
-                self.save_settings();
+                let saved = f.clone();
+                self.set_grid_pref(|p| p.filter = saved, |s| s.filter = f)
             }
-            Command::ToggleGroup(g) => self.with_state(|s| {
-                if !s.expanded.remove(&g) {
-                    s.expanded.insert(g);
-                }
-                s.refresh();
-            }),
+            Command::SetCollapseBursts(b) => self.set_grid_pref(|p| p.collapse_bursts = b, |s| s.collapse_groups = b),
+            Command::ToggleGroup(g) => self.with_state(|s| s.toggle_group(g)),
             Command::ToggleCurrentGroup => self.with_state(|s| {
                 if let Some(g) = s.current().and_then(|i| s.group_of(i)) {
-                    if !s.expanded.remove(&g) {
-                        s.expanded.insert(g);
-                    }
-                    s.refresh();
+                    s.toggle_group(g);
                 }
             }),
-            Command::SetCollapseBursts(b) => {
-                self.settings.collapse_bursts = b;
-                self.with_state(|s| {
-                    s.collapse_groups = b;
-                    s.refresh();
-                });
-                self.save_settings();
-            }
             Command::SetAutoAdvance(b) => {
                 self.settings.auto_advance = b;
                 self.save_settings();
@@ -681,6 +648,16 @@ impl KeepersApp {
                 }
             }
         }
+    }
+
+    /// A grid preference: saved with the settings and applied to the open album.
+    fn set_grid_pref(&mut self, save: impl FnOnce(&mut Settings), apply: impl FnOnce(&mut AlbumState)) {
+        save(&mut self.settings);
+        self.with_state(|s| {
+            apply(s);
+            s.refresh();
+        });
+        self.save_settings();
     }
 
     fn with_state(&mut self, f: impl FnOnce(&mut AlbumState)) {

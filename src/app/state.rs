@@ -297,6 +297,14 @@ impl AlbumState {
         self.expanded.retain(|&g| g < self.groups.len());
     }
 
+    /// Expands a collapsed burst or collapses an expanded one.
+    pub fn toggle_group(&mut self, g: usize) {
+        if !self.expanded.remove(&g) {
+            self.expanded.insert(g);
+        }
+        self.refresh();
+    }
+
     pub fn group_of(&self, photo: usize) -> Option<usize> {
         self.group_of.get(&photo).copied()
     }

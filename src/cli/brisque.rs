@@ -12,7 +12,6 @@ use rayon::prelude::*;
 use crate::library::decode::load_rgb;
 use crate::model::brisque::Brisque;
 use crate::train::cv::{fold_ids, mean_std};
-use crate::train::data::csv::{CsvOptions, load};
 use crate::train::metrics::{plcc, srcc};
 
 fn model(dir: Option<&Path>) -> anyhow::Result<Brisque> {
@@ -48,14 +47,7 @@ pub fn score(paths: &[PathBuf], model_dir: Option<&Path>) -> anyhow::Result<Exit
 /// BRISQUE is not fitted to these folds; they only make the spread comparable.
 pub fn eval(csv: &Path, images: Option<&Path>, model_dir: Option<&Path>, folds: usize, seed: u64) -> anyhow::Result<ExitCode> {
     let m = model(model_dir)?;
-    let mut opts = CsvOptions { image_root: images.map(Path::to_path_buf), ..Default::default() };
-    let mut ds = load(csv, &opts).with_context(|| format!("reading {}", csv.display()))?;
-    // Datasets often keep their photos in images/ beside the CSV (the LIVE Challenge does).
-    let beside = csv.parent().unwrap_or(Path::new(".")).join("images");
-    if images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
-        opts.image_root = Some(beside);
-        ds = load(csv, &opts).with_context(|| format!("reading {}", csv.display()))?;
-    }
+    let ds = super::cv::load_dataset(csv, images)?;
     let rows: Vec<_> = ds.samples.iter().filter_map(|s| s.target.score.map(|y| (s, y))).collect();
     if rows.len() < 3 {
         bail!("{}: {} rows with a score; need at least 3", csv.display(), rows.len());

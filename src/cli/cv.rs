@@ -8,14 +8,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use candle_core::{DType, Device};
 
+use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::heads::HeadKind;
 use crate::model::imagenet::load_lite0;
 use crate::model::systems::{ColumnKind, SystemConfig, SystemId};
 use crate::model::views::GlobalView;
 use crate::model::weights::{self, WeightsFile};
 use crate::train::cv::{cross_validate_scores, fold_ids};
+use crate::train::data::Dataset;
 use crate::train::data::csv::{CsvOptions, load};
 use crate::train::features::{FeaturePlan, PhotoFeatures, extract};
+use crate::train::pipeline::SkipReport;
 use crate::train::small_data::FitConfig;
 
 /// The systems `keepers cv` knows, by name: `scnn-warp` (global warped view), `scnn-center`,
@@ -38,6 +41,40 @@ pub fn system_by_name(name: &str) -> anyhow::Result<SystemConfig> {
 }
 
 /// `<platform cache dir>/features` (as the thumbnail cache sits in `<cache dir>/thumbnails`).
+/// The CSV's dataset; when its paths do not resolve and no `images` folder is given, the photos are
+/// looked for in `images/` beside the CSV (where the LIVE Challenge keeps them).
+pub(crate) fn load_dataset(data: &Path, images: Option<&Path>) -> anyhow::Result<Dataset> {
+    let mut opts = CsvOptions { image_root: images.map(Path::to_path_buf), ..Default::default() };
+    let mut ds = load(data, &opts).with_context(|| format!("reading {}", data.display()))?;
+    let beside = data.parent().unwrap_or(Path::new(".")).join("images");
+    if images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
+        opts.image_root = Some(beside);
+        ds = load(data, &opts).with_context(|| format!("reading {}", data.display()))?;
+    }
+    Ok(ds)
+}
+
+/// The frozen backbone's cached features of `paths` (computed where missing, with progress on stderr),
+/// with the skip report, the backbone and its weights' sha256; unreadable photos are `None`.
+pub(crate) fn cached_features(
+    paths: &[PathBuf],
+    plan: &FeaturePlan,
+    cache: &Path,
+    what: &str,
+) -> anyhow::Result<(Vec<Option<PhotoFeatures>>, SkipReport, FoldedLite, String)> {
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let sha = weights::sha256_hex(&weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?);
+    let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
+    eprintln!("features: {} photos, plan {plan:?}, cache {}", paths.len(), cache.display());
+    let t0 = std::time::Instant::now();
+    let (feats, skipped) = extract(paths, plan, &net, &sha, Some(cache), |d, n| eprint!("\r  {what}{d}/{n}"))?;
+    eprintln!("\r  {what}{} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
+    if !skipped.is_empty() {
+        eprintln!("{skipped}");
+    }
+    Ok((feats, skipped, net, sha))
+}
+
 pub fn default_cache() -> PathBuf {
     directories::ProjectDirs::from("", "", "keepers")
         .map(|d| d.cache_dir().join("features"))
@@ -57,33 +94,16 @@ pub struct CvArgs<'a> {
 }
 
 pub fn run(a: CvArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut opts = CsvOptions { image_root: a.images.map(Path::to_path_buf), ..Default::default() };
-    let mut ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
-    // Datasets often keep their photos in images/ beside the CSV (the LIVE Challenge does).
-    let beside = a.data.parent().unwrap_or(Path::new(".")).join("images");
-    if a.images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
-        opts.image_root = Some(beside);
-        ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
-    }
+    let ds = load_dataset(a.data, a.images)?;
     let rows: Vec<_> = ds.samples.iter().filter(|s| s.target.score.is_some()).collect();
     if rows.len() < a.folds * 2 {
         bail!("{}: {} rows with a score; {} folds need at least {}", a.data.display(), rows.len(), a.folds, a.folds * 2);
     }
     let configs = a.systems.iter().map(|s| system_by_name(s).map(|c| (s.clone(), c))).collect::<anyhow::Result<Vec<_>>>()?;
 
-    let lite0 = WeightsFile::EfficientNetLite0.path();
-    let bytes = weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?;
-    let sha = weights::sha256_hex(&bytes);
-    let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
     let paths: Vec<PathBuf> = rows.iter().map(|s| s.path.clone()).collect();
-    let cache = a.cache.unwrap_or_else(default_cache);
-    eprintln!("features: {} photos, plan {:?}, cache {}", paths.len(), a.plan, cache.display());
-    let t0 = std::time::Instant::now();
-    let (feats, skipped) = extract(&paths, &a.plan, &net, &sha, Some(&cache), |d, n| eprint!("\r  {d}/{n}"))?;
-    eprintln!("\r  {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
-    if !skipped.is_empty() {
-        eprintln!("{skipped}");
-    }
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let (feats, skipped, _, _) = cached_features(&paths, &a.plan, &a.cache.unwrap_or_else(default_cache), "")?;
     let kept: Vec<usize> = (0..paths.len()).filter(|&i| feats[i].is_some()).collect();
     if kept.len() < a.folds * 2 {
         bail!(

@@ -13,15 +13,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use candle_core::{DType, Device};
+use candle_core::Device;
 
-use crate::model::imagenet::load_lite0;
 use crate::model::quality::{self, QualityModel};
-use crate::model::weights::{self, WeightsFile};
 use crate::rng::SeededRng;
 use crate::train::cv::mean_std;
-use crate::train::data::csv::{CsvOptions, load};
-use crate::train::features::{FeaturePlan, PhotoFeatures, extract};
+use crate::train::features::{FeaturePlan, PhotoFeatures};
 use crate::train::metrics::roc_auc;
 use crate::train::pipeline::{load_checked, permutation};
 use crate::train::taste::{self, Example, TasteConfig, TasteSystem};
@@ -61,13 +58,7 @@ fn fmt_ms(v: &[f64]) -> String {
 }
 
 pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut opts = CsvOptions { image_root: a.images.map(Path::to_path_buf), ..Default::default() };
-    let mut ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
-    let beside = a.data.parent().unwrap_or(Path::new(".")).join("images");
-    if a.images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
-        opts.image_root = Some(beside);
-        ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
-    }
+    let ds = super::cv::load_dataset(a.data, a.images)?;
     let rows: Vec<_> = ds.samples.iter().filter(|s| s.target.score.is_some()).collect();
     let systems: Vec<TasteSystem> = a
         .systems
@@ -80,18 +71,9 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
         bail!("give at least one --l2, one --labels and --draws >= 1");
     }
 
-    let lite0 = WeightsFile::EfficientNetLite0.path();
-    let sha = weights::sha256_hex(&weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?);
-    let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
     let paths: Vec<PathBuf> = rows.iter().map(|s| s.path.clone()).collect();
     let cache = a.cache.clone().unwrap_or_else(super::cv::default_cache);
-    eprintln!("features: {} photos, plan {:?}, cache {}", paths.len(), a.plan, cache.display());
-    let t0 = std::time::Instant::now();
-    let (feats, skipped) = extract(&paths, &a.plan, &net, &sha, Some(&cache), |d, n| eprint!("\r  {d}/{n}"))?;
-    eprintln!("\r  {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
-    if !skipped.is_empty() {
-        eprintln!("{skipped}");
-    }
+    let (feats, skipped, _, sha) = super::cv::cached_features(&paths, &a.plan, &cache, "")?;
     let kept: Vec<usize> = (0..paths.len()).filter(|&i| feats[i].is_some()).collect();
     let feats: Vec<&PhotoFeatures> = kept.iter().map(|&i| feats[i].as_ref().unwrap()).collect();
     let mos: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();

@@ -24,14 +24,12 @@ use rayon::prelude::*;
 
 use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::heads::HeadKind;
-use crate::model::imagenet::load_lite0;
 use crate::model::quality::{self, CONFIG_FILE, MODEL_ID, QualityConfig, QualityModel, WEIGHTS_FILE};
 use crate::model::systems::{ColumnKind, System, SystemConfig, SystemId, patches_tensor};
 use crate::model::weights::{self, WeightsFile};
 use crate::train::cv::{fold_ids, mean_std};
 use crate::train::data::Target;
-use crate::train::data::csv::{CsvOptions, load};
-use crate::train::features::{FeaturePlan, PhotoFeatures, extract};
+use crate::train::features::{FeaturePlan, PhotoFeatures};
 use crate::train::metrics::{plcc, srcc};
 use crate::train::pipeline::load_checked;
 use crate::train::small_data::{self, FitConfig, Standardizer};
@@ -135,13 +133,7 @@ fn predict_both(
 
 pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
     let t_start = std::time::Instant::now();
-    let mut opts = CsvOptions { image_root: a.images.map(Path::to_path_buf), ..Default::default() };
-    let mut ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
-    let beside = a.data.parent().unwrap_or(Path::new(".")).join("images");
-    if a.images.is_none() && ds.samples.first().is_some_and(|s| !s.path.exists()) && beside.is_dir() {
-        opts.image_root = Some(beside);
-        ds = load(a.data, &opts).with_context(|| format!("reading {}", a.data.display()))?;
-    }
+    let ds = super::cv::load_dataset(a.data, a.images)?;
     let rows: Vec<_> = ds.samples.iter().filter(|s| s.target.score.is_some()).collect();
     if rows.len() < a.folds * 2 || a.folds < 2 {
         bail!("{}: {} rows with a score; {} folds need at least 2 folds of 2", a.data.display(), rows.len(), a.folds);
@@ -150,18 +142,10 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
         bail!("give at least one --epochs and one --weight-decays value");
     }
 
-    let lite0 = WeightsFile::EfficientNetLite0.path();
-    let sha = weights::sha256_hex(&weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?);
-    let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
     let paths: Vec<PathBuf> = rows.iter().map(|s| s.path.clone()).collect();
+    let lite0 = WeightsFile::EfficientNetLite0.path();
     let cache = a.cache.clone().unwrap_or_else(super::cv::default_cache);
-    eprintln!("features: {} photos, plan {:?}, cache {}", paths.len(), a.plan, cache.display());
-    let t0 = std::time::Instant::now();
-    let (feats, skipped) = extract(&paths, &a.plan, &net, &sha, Some(&cache), |d, n| eprint!("\r  random patches {d}/{n}"))?;
-    eprintln!("\r  random patches: {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
-    if !skipped.is_empty() {
-        eprintln!("{skipped}");
-    }
+    let (feats, skipped, net, sha) = super::cv::cached_features(&paths, &a.plan, &cache, "random patches ")?;
     let kept: Vec<usize> = (0..paths.len()).filter(|&i| feats[i].is_some()).collect();
     if kept.len() < a.folds * 2 {
         bail!("only {} of {} photos could be read (is --images right?)", kept.len(), paths.len());
