@@ -49,6 +49,7 @@ fn options(a: &Album, scoring: bool) -> AppOptions {
         thumb_dir: a.data.join("thumbs"),
         scoring,
         preview_side: 1024,
+        profile_dir: Some(a.data.join("profiles")),
     }
 }
 
@@ -472,4 +473,117 @@ fn covers_are_suggested_accepted_with_enter_and_exported() {
         let copy = dest.join(p.file_name().unwrap());
         assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(p).unwrap());
     }
+}
+
+/// Picks `keep` and rejects `reject` (names) with the keyboard, in the grid sorted by name.
+fn label_by_keys(h: &mut Harness<'_, KeepersApp>, keep: &[&str], reject: &[&str]) {
+    h.state_mut().apply(vec![keepers::app::commands::Command::SetSort(SortKey::Name)]);
+    h.run_steps(2);
+    for (names, key) in [(keep, Key::P), (reject, Key::X)] {
+        for n in names {
+            // Home, then Right to the photo, as a user would.
+            let st = h.state().state().unwrap();
+            let pos = st.visible.iter().position(|&i| st.photos[i].name == *n).unwrap_or_else(|| panic!("{n} not in the grid"));
+            h.key_press(Key::Home);
+            h.run_steps(1);
+            for _ in 0..pos {
+                h.key_press(Key::ArrowRight);
+                h.run_steps(1);
+            }
+            assert_eq!(&current_name(h.state()), n);
+            h.key_press(key);
+            h.run_steps(2);
+        }
+    }
+}
+
+fn taste_run(app: &KeepersApp) -> Option<&keepers::app::taste::RunView> {
+    app.taste_ui.running.as_ref()
+}
+
+fn set_taste_steps(h: &mut Harness<'_, KeepersApp>, steps: usize) {
+    use keepers::app::taste::TasteCommand;
+    let prefs = keepers::app::taste::TastePrefs { steps, ..h.state().settings.taste.clone() };
+    h.state_mut().apply(vec![keepers::app::commands::Command::Taste(TasteCommand::SetPrefs(prefs))]);
+}
+
+fn profile_files(a: &Album) -> Vec<String> {
+    match std::fs::read_dir(a.data.join("profiles")) {
+        Ok(d) => d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn taste_panel_trains_checks_saves_and_switches_a_profile() {
+    let a = sample_album();
+    let mut h = harness(&a, true, (1400.0, 900.0));
+    wait_for(&mut h, "the album to be scored", scored);
+    // A simulated photographer: keeps the five nature/people shots, rejects five others.
+    let keep = ["Dragonfly_by_Bolly.jpg", "Kleiber_by_Lukas_Baubkus.jpg", "flower.jpg", "friends_by_Aitzol_Berasategi.jpg", "sunset_by_Aitzol_Berasategi.jpg"];
+    let reject = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
+    label_by_keys(&mut h, &keep, &reject);
+
+    h.get_by_label("Taste").click();
+    h.run_steps(3);
+    h.get_by_label("5 keeps · 5 rejects labelled");
+
+    // A long run: the curve moves, pause holds it, cancel stops it and saves nothing.
+    set_taste_steps(&mut h, 2_000_000);
+    h.run_steps(2);
+    h.get_by_label("Start training").click();
+    wait_for(&mut h, "the first loss points", |app| taste_run(app).is_some_and(|r| r.loss.len() >= 3));
+    let n0 = taste_run(h.state()).unwrap().loss.len();
+    wait_for(&mut h, "the loss curve to move", |app| taste_run(app).is_some_and(|r| r.loss.len() > n0 + 5));
+    let first = taste_run(h.state()).unwrap().loss[0][1];
+    let last = taste_run(h.state()).unwrap().loss.last().unwrap()[1];
+    assert!(last < first, "training loss went down: {first} -> {last}");
+    h.get_by_label("Pause").click();
+    wait_for(&mut h, "the run to pause", |app| taste_run(app).and_then(|r| r.last).is_some_and(|p| p.paused));
+    let held = taste_run(h.state()).unwrap().loss.len();
+    std::thread::sleep(Duration::from_millis(300));
+    h.run_steps(3);
+    assert_eq!(taste_run(h.state()).unwrap().loss.len(), held, "a paused run does not step");
+    h.get_by_label("Resume").click();
+    h.run_steps(2);
+    h.get_by_label("Cancel training").click();
+    wait_for(&mut h, "the run to stop", |app| taste_run(app).is_none());
+    h.get_by_label("Training cancelled; nothing was saved.");
+    assert!(profile_files(&a).is_empty(), "a cancelled run saved {:?}", profile_files(&a));
+
+    // Restart with the default length: it finishes, is checked on held-out labels and saved.
+    set_taste_steps(&mut h, 200);
+    h.run_steps(2);
+    h.get_by_label("Start training").click();
+    wait_for(&mut h, "the run to finish", |app| app.taste_ui.result.is_some());
+    let result = h.state().taste_ui.result.clone().unwrap();
+    assert_eq!(result.report.n_labels, 10);
+    assert_eq!(result.report.n_heldout_keep + result.report.n_heldout_reject, 4, "2 of each class held out");
+    assert!(result.report.profile.auc.is_some() && result.report.baseline.is_some());
+    assert!(result.report.warning.is_some(), "10 labels are too few to trust");
+    assert_eq!(profile_files(&a).len(), 1, "one profile file: {:?}", profile_files(&a));
+    h.get_by_label(&format!("Saved as “{}”", result.name));
+    h.get_by_label("This profile");
+
+    // Switch to it: every photo gets the profile's keep probability as its grid score.
+    let quality: Vec<Option<f32>> = h.state().state().unwrap().photos.iter().map(|p| p.score()).collect();
+    h.get_by_label(&format!("Use “{}”", result.name)).click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings.taste_profile.as_deref(), Some(result.file.as_str()), "the profile is active");
+    wait_for(&mut h, "taste scores for every photo", |app| app.state().unwrap().photos.iter().all(|p| p.taste.is_some()));
+    let st = h.state().state().unwrap();
+    let mut changed = 0;
+    for (p, q) in st.photos.iter().zip(&quality) {
+        let t = p.taste.unwrap();
+        assert!((0.0..=1.0).contains(&t));
+        assert_eq!(p.score(), Some(t * 100.0), "{}: the grid shows the taste score", p.name);
+        changed += (p.score() != *q) as usize;
+    }
+    assert!(changed >= 14, "scores changed for {changed} of 16 photos");
+    // The profile learned the labels it was given: its mean keep probability is higher on the keeps.
+    let mean = |names: &[&str]| names.iter().map(|n| st.photos[st.index_of_path(&photo_path(&a, n)).unwrap()].taste.unwrap()).sum::<f32>() / names.len() as f32;
+    assert!(mean(&keep) > mean(&reject), "keeps {} rejects {}", mean(&keep), mean(&reject));
+    assert_eq!(h.state().settings.taste_profile.as_deref(), Some(result.file.as_str()));
+    // The info panel says which profile the score came from.
+    h.get_by_label(&format!("from taste profile “{}”", result.name));
 }

@@ -67,6 +67,8 @@ pub enum Command {
     ToggleSidePanel,
     DismissMessage(usize),
     RetrySidecars,
+    /// The taste panel's commands.
+    Taste(super::taste::TasteCommand),
 }
 
 /// One line of the shortcut sheet.
@@ -94,6 +96,7 @@ pub const SHORTCUTS: &[Shortcut] = &[
     Shortcut { keys: "A", what: "Auto-advance after a decision" },
     Shortcut { keys: "I", what: "Info panel" },
     Shortcut { keys: "B", what: "Expand / collapse the current burst" },
+    Shortcut { keys: "T", what: "Taste panel: train and choose taste profiles" },
     Shortcut { keys: "Esc", what: "Back to the grid / close this sheet" },
     Shortcut { keys: "Ctrl+O", what: "Open a folder" },
     Shortcut { keys: "?", what: "This sheet" },
@@ -146,6 +149,7 @@ pub fn from_keys(input: &egui::InputState, view: View, shortcuts_open: bool, aut
         (Key::H, Command::ToggleHeatmap),
         (Key::A, Command::SetAutoAdvance(!auto_advance)),
         (Key::I, Command::ToggleSidePanel),
+        (Key::T, Command::Taste(super::taste::TasteCommand::Toggle)),
     ] {
         if pressed(k) {
             out.push(c);

@@ -7,11 +7,13 @@
 //! - [`commands`]: what panels ask for, and the keyboard map.
 //! - [`textures`]: thumbnails and loupe previews on the GPU.
 //! - [`grid`], [`loupe`], [`panels`]: drawing; they return commands, never mutate the album.
+//! - [`taste`]: the taste panel (train, check and choose taste profiles).
 //! - [`style`]: the dark theme.
 //!
 //! Threads: the UI thread only draws and applies commands. The [`AlbumHandle`] (scan, thumbnails,
-//! database, sidecars) and the [`Scoring`] worker (models) run on their own threads and wake the UI
-//! with `request_repaint`; previews decode on another. Nothing here waits on any of them.
+//! database, sidecars), the [`Scoring`] worker (models) and the [`Taste`] service (taste profiles) run
+//! on their own threads and wake the UI with `request_repaint`; previews decode on another. Nothing
+//! here waits on any of them.
 
 pub mod commands;
 pub mod grid;
@@ -21,6 +23,7 @@ pub mod screenshot;
 pub mod settings;
 pub mod state;
 pub mod style;
+pub mod taste;
 pub mod textures;
 
 use std::collections::HashMap;
@@ -34,6 +37,8 @@ use egui::TextureHandle;
 use crate::library::album::{AlbumConfig, AlbumEvent, AlbumHandle, DecisionChange};
 use crate::library::db::Library;
 use crate::library::thumbs::{self, ThumbCache};
+use crate::train::profiles::{ProfileStore, Stored};
+use crate::worker::taste::{Taste, TasteEvent, TasteJob, TrainRequest};
 use crate::worker::{ScoreEvent, ScoreRequest, Scoring, ScoringConfig};
 use commands::{Command, View};
 use settings::Settings;
@@ -53,6 +58,8 @@ pub struct AppOptions {
     pub scoring: bool,
     /// Long side of loupe previews (the texture limit caps it).
     pub preview_side: u32,
+    /// Folder of the taste profiles; `None`: no taste profiles.
+    pub profile_dir: Option<PathBuf>,
 }
 
 impl AppOptions {
@@ -66,6 +73,7 @@ impl AppOptions {
             thumb_dir: ThumbCache::default_dir().ok_or_else(no_dir)?,
             scoring: true,
             preview_side: 8192,
+            profile_dir: Some(ProfileStore::default_dir().ok_or_else(no_dir)?),
         })
     }
 }
@@ -154,6 +162,8 @@ pub struct Session {
     refresh: bool,
     /// Photos known but not yet sent to the worker.
     to_score: Vec<ScoreRequest>,
+    /// Photos to score with the active taste profile.
+    to_taste: Vec<i64>,
 }
 
 /// Frame-time benchmark (scripts/bench_ui.sh): with `KEEPERS_BENCH_FRAMES=FILE` the app repaints
@@ -201,12 +211,20 @@ pub struct KeepersApp {
     pub frame_times: FrameTimes,
     tour: Option<screenshot::Tour>,
     bench: Option<FrameBench>,
+    store: Option<ProfileStore>,
+    taste: Option<Taste>,
+    pub taste_ui: taste::TasteUi,
+    /// The active taste profile (its file in the store and the profile).
+    pub active_profile: Option<Stored>,
 }
 
 /// Results of work the UI thread handed off (dialogs, exports).
 enum BackgroundNote {
     Open(PathBuf),
     Message(Message),
+    /// Export the profile in this file to this path.
+    ExportProfile(String, PathBuf),
+    ImportProfile(PathBuf),
 }
 
 impl KeepersApp {
@@ -232,6 +250,10 @@ impl KeepersApp {
             last_priority: Vec::new(),
             frame_times: FrameTimes::default(),
             tour: screenshot::Tour::from_env(),
+            store: opts.profile_dir.clone().map(ProfileStore::new),
+            taste: None,
+            taste_ui: taste::TasteUi::default(),
+            active_profile: None,
             bench: std::env::var_os("KEEPERS_BENCH_FRAMES").map(|p| FrameBench {
                 report: PathBuf::from(p),
                 last: None,
@@ -244,7 +266,12 @@ impl KeepersApp {
         }
         if app.opts.scoring {
             app.scoring = Some(start_scoring(ctx, &app.opts));
+            if let Some(store) = &app.store {
+                let wake_ctx = ctx.clone();
+                app.taste = Some(Taste::start(app.opts.db_path.clone(), store.clone(), Some(Arc::new(move || wake_ctx.request_repaint()))));
+            }
         }
+        app.refresh_profiles(true);
         if let Some(p) = app.opts.open.clone() {
             app.open(&p);
         }
@@ -296,6 +323,7 @@ impl KeepersApp {
                     regroup: false,
                     refresh: true,
                     to_score: Vec::new(),
+                    to_taste: Vec::new(),
                 });
                 self.settings.remember(&root);
                 self.save_settings();
@@ -348,6 +376,25 @@ impl KeepersApp {
             match n {
                 BackgroundNote::Open(p) => self.open(&p),
                 BackgroundNote::Message(m) => self.messages.push(m),
+                BackgroundNote::ExportProfile(file, dest) => {
+                    if let Some(store) = &self.store {
+                        match store.export(&file, &dest) {
+                            Ok(()) => self.info(format!("Profile exported to {}", dest.display())),
+                            Err(e) => self.error(format!("Profile export failed: {e}")),
+                        }
+                    }
+                }
+                BackgroundNote::ImportProfile(src) => {
+                    if let Some(store) = &self.store {
+                        match store.import(&src) {
+                            Ok((_, name)) => {
+                                self.info(format!("Imported taste profile “{name}” from {}", src.display()));
+                                self.refresh_profiles(false);
+                            }
+                            Err(e) => self.error(format!("Cannot import {}: {e}", src.display())),
+                        }
+                    }
+                }
             }
         }
         let Some(session) = self.session.as_mut() else { return };
@@ -451,6 +498,9 @@ impl KeepersApp {
                             p.scores = ScoreState::Ready(scores);
                             session.regroup = true;
                             session.refresh = true;
+                            if self.active_profile.is_some() {
+                                session.to_taste.push(id);
+                            }
                         }
                     }
                     ScoreEvent::Failed { id, path, error } => {
@@ -477,6 +527,56 @@ impl KeepersApp {
             }
         } else {
             session.to_score.clear();
+        }
+        if let Some(t) = &self.taste {
+            while let Ok(ev) = t.events().try_recv() {
+                match ev {
+                    TasteEvent::Scores { file, scores } => {
+                        if self.active_profile.as_ref().is_some_and(|a| a.file == file) {
+                            for (id, s) in scores {
+                                if let Some(p) = session.state.photo_mut(id) {
+                                    p.taste = Some(s);
+                                }
+                            }
+                            session.refresh = true;
+                            session.regroup = true;
+                        }
+                    }
+                    TasteEvent::ScoreMissing { .. } => {}
+                    TasteEvent::ScoreFailed { error, .. } => {
+                        messages.push(Message { kind: MessageKind::Error, text: format!("Taste scores: {error}"), retry: false })
+                    }
+                    TasteEvent::Progress(p) => {
+                        if let Some(run) = self.taste_ui.running.as_mut() {
+                            run.push(&p);
+                        }
+                    }
+                    TasteEvent::Trained { file, profile, report, left_out } => {
+                        let name = profile.name.clone();
+                        self.taste_ui.curves = self.taste_ui.running.take();
+                        self.taste_ui.status = None;
+                        self.taste_ui.result = Some(taste::RunResult { file, name, report, left_out });
+                        self.taste_ui.profiles.retain(|s| s.file != self.taste_ui.result.as_ref().expect("set").file);
+                        self.taste_ui.profiles.push(Stored { file: self.taste_ui.result.as_ref().expect("set").file.clone(), profile });
+                    }
+                    TasteEvent::TrainFailed(e) => {
+                        self.taste_ui.curves = self.taste_ui.running.take();
+                        self.taste_ui.status = Some(format!("Training failed: {e}"));
+                    }
+                    TasteEvent::Cancelled => {
+                        self.taste_ui.curves = self.taste_ui.running.take();
+                        self.taste_ui.status = Some("Training cancelled; nothing was saved.".into());
+                    }
+                }
+            }
+            if self.active_profile.is_some() && !session.to_taste.is_empty() {
+                let a = self.active_profile.as_ref().expect("checked");
+                let ids = std::mem::take(&mut session.to_taste);
+                // A full queue gives the job back: it goes again next frame.
+                if let Err(TasteJob::Score { ids, .. }) = t.submit(TasteJob::Score { file: a.file.clone(), profile: a.profile.clone(), ids }) {
+                    session.to_taste = ids;
+                }
+            }
         }
         // Bursts follow the embeddings as they arrive; regrouping is linear, but not every frame while
         // a batch streams in.
@@ -641,6 +741,7 @@ impl KeepersApp {
                     self.messages.remove(i);
                 }
             }
+            Command::Taste(t) => self.apply_taste(t),
             Command::RetrySidecars => {
                 self.messages.retain(|m| !m.retry);
                 if let Some(s) = &self.session {
@@ -648,6 +749,200 @@ impl KeepersApp {
                 }
             }
         }
+    }
+
+    /// Whether taste profiles can be trained here (the service runs).
+    pub fn taste_unavailable(&self) -> bool {
+        self.taste.is_none()
+    }
+
+    pub fn taste_paused(&self) -> bool {
+        self.taste.as_ref().is_some_and(Taste::is_paused)
+    }
+
+    /// Lists the profile store again; at start also re-activates the saved active profile. Files that
+    /// are not readable profiles are reported once and ignored.
+    fn refresh_profiles(&mut self, at_start: bool) {
+        let Some(store) = &self.store else { return };
+        let listing = store.list();
+        for p in listing.problems {
+            if at_start || !self.messages.iter().any(|m| m.text == p) {
+                self.error(p);
+            }
+        }
+        self.taste_ui.profiles = listing.profiles;
+        let want = self.settings.taste_profile.clone();
+        let found = want.as_ref().and_then(|f| self.taste_ui.profiles.iter().find(|s| &s.file == f).cloned());
+        if want.is_some() && found.is_none() {
+            if at_start {
+                self.error(format!("The active taste profile {} is missing or unreadable; the grid is ordered by technical quality.", want.unwrap_or_default()));
+            }
+            self.set_active(None);
+        } else if at_start || found.as_ref().map(|s| &s.profile) != self.active_profile.as_ref().map(|s| &s.profile) {
+            self.set_active(found);
+        }
+    }
+
+    /// Makes `profile` the active one (saved in the settings) and re-scores the album with it.
+    fn set_active(&mut self, profile: Option<Stored>) {
+        let file = profile.as_ref().map(|s| s.file.clone());
+        if self.settings.taste_profile != file {
+            self.settings.taste_profile = file;
+            self.save_settings();
+        }
+        self.active_profile = profile;
+        if let Some(s) = self.session.as_mut() {
+            s.to_taste.clear();
+            for p in &mut s.state.photos {
+                p.taste = None;
+            }
+            if self.active_profile.is_some() {
+                s.to_taste = s.state.photos.iter().filter(|p| matches!(p.scores, ScoreState::Ready(_))).map(|p| p.id).collect();
+            }
+            s.refresh = true;
+            s.regroup = true;
+        }
+    }
+
+    fn apply_taste(&mut self, c: taste::TasteCommand) {
+        use taste::TasteCommand as T;
+        match c {
+            T::Show(b) => {
+                self.taste_ui.open = b;
+                if b && self.taste_ui.name.is_empty() {
+                    let album = self.state().and_then(|s| s.root.file_name()).map(|n| n.to_string_lossy().into_owned());
+                    self.taste_ui.name = format!("{} taste", album.unwrap_or_else(|| "My".into()));
+                }
+            }
+            T::Toggle => self.apply_taste(T::Show(!self.taste_ui.open)),
+            T::SetPrefs(p) => {
+                self.settings.taste = p;
+                self.save_settings();
+            }
+            T::SetName(n) => self.taste_ui.name = n,
+            T::Start => self.start_training(),
+            T::Pause(b) => {
+                if let Some(t) = &self.taste {
+                    t.pause(b);
+                }
+            }
+            T::Cancel => {
+                if let Some(t) = &self.taste {
+                    t.cancel();
+                    t.pause(false);
+                }
+            }
+            T::Activate(file) => {
+                let found = file.and_then(|f| self.taste_ui.profiles.iter().find(|s| s.file == f).cloned());
+                self.set_active(found);
+            }
+            T::EditName(e) => self.taste_ui.renaming = e,
+            T::Rename(file, name) => {
+                let Some(store) = &self.store else { return };
+                match store.rename(&file, &name) {
+                    Ok(_) => {
+                        self.taste_ui.renaming = None;
+                        self.refresh_profiles(false);
+                        if let Some(r) = self.taste_ui.result.as_mut().filter(|r| r.file == file) {
+                            r.name = self.taste_ui.profiles.iter().find(|s| s.file == file).map(|s| s.profile.name.clone()).unwrap_or_default();
+                        }
+                    }
+                    Err(e) => self.error(format!("Cannot rename the profile: {e}")),
+                }
+            }
+            T::Delete(file) => {
+                let Some(store) = &self.store else { return };
+                match store.delete(&file) {
+                    Ok(()) => {
+                        if self.taste_ui.result.as_ref().is_some_and(|r| r.file == file) {
+                            self.taste_ui.result = None;
+                        }
+                        self.refresh_profiles(false);
+                    }
+                    Err(e) => self.error(format!("Cannot delete the profile: {e}")),
+                }
+            }
+            T::Export(file) => {
+                let tx = self.background.0.clone();
+                let ctx = self.ctx.clone();
+                std::thread::spawn(move || {
+                    let dialog = rfd::FileDialog::new().set_title("Export taste profile").set_file_name(&file).add_filter("Keepers taste profile", &[crate::train::profiles::EXTENSION]);
+                    if let Some(dest) = dialog.save_file() {
+                        let _ = tx.send(BackgroundNote::ExportProfile(file, dest));
+                        ctx.request_repaint();
+                    }
+                });
+            }
+            T::Import => {
+                let tx = self.background.0.clone();
+                let ctx = self.ctx.clone();
+                std::thread::spawn(move || {
+                    let dialog = rfd::FileDialog::new().set_title("Import taste profile").add_filter("Keepers taste profile", &[crate::train::profiles::EXTENSION]);
+                    if let Some(src) = dialog.pick_file() {
+                        let _ = tx.send(BackgroundNote::ImportProfile(src));
+                        ctx.request_repaint();
+                    }
+                });
+            }
+            T::SuggestLabels => self.suggest_labels(),
+            T::ShowAll => self.with_state(|s| {
+                s.only = None;
+                s.refresh();
+            }),
+        }
+    }
+
+    /// Sends a training run on the album's labels to the taste service.
+    fn start_training(&mut self) {
+        let Some(t) = &self.taste else { return };
+        let Some(st) = self.state() else { return };
+        let prefs = self.settings.taste.clone();
+        let labels = prefs.labels(st);
+        let keeps = labels.iter().filter(|l| l.keep).count();
+        if keeps < 2 || labels.len() - keeps < 2 {
+            self.taste_ui.status = Some(format!(
+                "Label at least 2 keeps and 2 rejects first ({keeps} keeps and {} rejects so far).",
+                labels.len() - keeps
+            ));
+            return;
+        }
+        let baseline = st.photos.iter().filter_map(|p| p.quality().map(|q| (p.id, q as f64))).collect();
+        let name = if self.taste_ui.name.trim().is_empty() { "Taste".to_string() } else { self.taste_ui.name.trim().to_string() };
+        let req = TrainRequest { name, labels: labels.clone(), baseline, config: prefs.config(), holdout: prefs.holdout, seed: prefs.seed };
+        match t.submit(TasteJob::Train(req)) {
+            Ok(()) => {
+                self.taste_ui.running = Some(taste::RunView { labels: labels.len(), ..Default::default() });
+                self.taste_ui.status = None;
+                self.taste_ui.result = None;
+            }
+            Err(_) => self.taste_ui.status = Some("The taste service is busy; try again in a moment.".into()),
+        }
+    }
+
+    /// Limits the grid to the photos to label next ([`crate::train::active::suggest`]).
+    fn suggest_labels(&mut self) {
+        const N: usize = 12;
+        let prefs = self.settings.taste.clone();
+        let Some(s) = self.session.as_mut() else { return };
+        let st = &s.state;
+        let labelled: std::collections::HashSet<i64> = prefs.labels(st).iter().map(|l| l.id).collect();
+        let unlabelled: Vec<usize> = (0..st.len()).filter(|&i| !labelled.contains(&st.photos[i].id) && st.photos[i].embedding().is_some()).collect();
+        let cands: Vec<crate::train::active::Candidate> = unlabelled
+            .iter()
+            .map(|&i| crate::train::active::Candidate { embedding: st.photos[i].embedding().expect("filtered"), p_keep: st.photos[i].taste })
+            .collect();
+        let known: Vec<&[f32]> = st.photos.iter().filter(|p| labelled.contains(&p.id)).filter_map(|p| p.embedding()).collect();
+        let chosen: Vec<i64> = crate::train::active::suggest(&cands, &known, N).into_iter().map(|k| st.photos[unlabelled[k]].id).collect();
+        if chosen.is_empty() {
+            self.taste_ui.status = Some("Nothing to suggest: every scored photo is labelled (or none is scored yet).".into());
+            return;
+        }
+        let n = chosen.len();
+        s.state.only = Some(chosen);
+        s.state.refresh();
+        s.state.move_to(0);
+        self.ui.scroll_to_cursor = true;
+        self.taste_ui.status = Some(format!("Showing the {n} photos to label next. \"Show all photos\" brings the rest back."));
     }
 
     /// A grid preference: saved with the settings and applied to the open album.
@@ -803,6 +1098,9 @@ impl eframe::App for KeepersApp {
             commands.extend(c);
         });
         commands.extend(panels::overlays(ui, self));
+        if self.session.is_some() {
+            commands.extend(taste::window(ui, self));
+        }
         if let Some(mut b) = self.bench.take() {
             let now = Instant::now();
             if let Some(last) = b.last.replace(now) {

@@ -104,6 +104,10 @@ pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             if ui.button("Pick covers").on_hover_text("Suggest the best photos of the album, one per burst").clicked() {
                 out.push(Command::SuggestCovers);
             }
+            let taste_open = app.taste_ui.open;
+            if ui.selectable_label(taste_open, "Taste").on_hover_text("Teach Keepers your taste from your picks (T)").clicked() {
+                out.push(Command::Taste(super::taste::TasteCommand::Show(!taste_open)));
+            }
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
                 let help = ui.button("?").on_hover_text("Keyboard shortcuts");
                 help.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, "Keyboard shortcuts"));
@@ -129,7 +133,7 @@ pub fn top_bar(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
 }
 
 /// Gives a control without visible text of its own its accessible name.
-fn named(r: &egui::Response, name: &str) {
+pub fn named(r: &egui::Response, name: &str) {
     r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, r.enabled(), name));
 }
 
@@ -240,6 +244,22 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 ui.label(RichText::new("XMP sidecar not written yet (kept in the library; retried)").color(style::REJECT));
             }
             ui.separator();
+            // Which model the grid's score comes from.
+            ui.label(RichText::new("Score").strong());
+            match (&app.active_profile, p.taste) {
+                (Some(a), Some(t)) => {
+                    ui.add(egui::ProgressBar::new(t).text(format!("{:.0} % keep", t * 100.0)))
+                        .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Taste score"));
+                    ui.label(RichText::new(format!("from taste profile “{}”", a.profile.name)).color(style::MUTED));
+                }
+                (Some(a), None) => {
+                    ui.label(RichText::new(format!("taste profile “{}”: not scored yet", a.profile.name)).color(style::MUTED));
+                }
+                (None, _) => {
+                    ui.label(RichText::new("technical quality (no taste profile active)").color(style::MUTED));
+                }
+            }
+            ui.add_space(4.0);
             // Technical quality.
             ui.label(RichText::new("Technical quality").strong());
             match &p.scores {

@@ -31,6 +31,10 @@ pub struct Settings {
     pub show_filmstrip: bool,
     /// How many covers "pick covers" suggests.
     pub covers: usize,
+    /// File (in the profile store) of the active taste profile.
+    pub taste_profile: Option<String>,
+    /// The taste panel's training preferences.
+    pub taste: super::taste::TastePrefs,
 }
 
 impl Default for Settings {
@@ -47,6 +51,8 @@ impl Default for Settings {
             show_side_panel: true,
             show_filmstrip: true,
             covers: 3,
+            taste_profile: None,
+            taste: Default::default(),
         }
     }
 }

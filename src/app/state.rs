@@ -51,6 +51,8 @@ pub struct Photo {
     pub prior_stars: Option<u8>,
     pub thumb: ThumbState,
     pub scores: ScoreState,
+    /// Keep probability (0..1) under the active taste profile, once the taste service scored it.
+    pub taste: Option<f32>,
 }
 
 impl Photo {
@@ -70,6 +72,7 @@ impl Photo {
             prior_stars: None,
             thumb: ThumbState::Pending,
             scores: ScoreState::Pending,
+            taste: None,
         }
     }
 
@@ -81,10 +84,19 @@ impl Photo {
         }
     }
 
-    /// The score the grid sorts and badges by. Only trained heads count: with no aesthetic model
-    /// trained yet this is the technical quality.
+    /// The score the grid sorts and badges by (0..100). Only trained heads count: the active taste
+    /// profile's keep probability in percent when one is active (and has scored the photo), else the
+    /// technical quality.
     pub fn score(&self) -> Option<f32> {
-        self.quality()
+        self.taste.map(|t| t * 100.0).or_else(|| self.quality())
+    }
+
+    /// The photo's embedding (pooled backbone features), once scored.
+    pub fn embedding(&self) -> Option<&[f32]> {
+        match &self.scores {
+            ScoreState::Ready(s) if !s.embedding.is_empty() => Some(&s.embedding),
+            _ => None,
+        }
     }
 }
 
@@ -219,6 +231,9 @@ pub struct AlbumState {
     pub sort: SortKey,
     pub descending: bool,
     pub filter: Filter,
+    /// When set, the grid shows only these photos (the "label these next" suggestion), in this
+    /// order of preference; not saved.
+    pub only: Option<Vec<i64>>,
     undo: Vec<Edit>,
     redo: Vec<Edit>,
 }
@@ -242,8 +257,8 @@ impl AlbumState {
     pub fn upsert(&mut self, p: Photo) -> usize {
         if let Some(&i) = self.index.get(&p.id) {
             let old = &mut self.photos[i];
-            let (thumb, scores) = (std::mem::take(&mut old.thumb), std::mem::take(&mut old.scores));
-            *old = Photo { thumb, scores, ..p };
+            let (thumb, scores, taste) = (std::mem::take(&mut old.thumb), std::mem::take(&mut old.scores), old.taste);
+            *old = Photo { thumb, scores, taste, ..p };
             return i;
         }
         let i = self.photos.len();
@@ -312,7 +327,10 @@ impl AlbumState {
     /// Recomputes `visible`, keeping the cursor on the same photo where it is still shown.
     pub fn refresh(&mut self) {
         let keep = self.current();
-        let mut v: Vec<usize> = (0..self.photos.len()).filter(|&i| self.filter.accepts(&self.photos[i])).collect();
+        let only: Option<std::collections::HashSet<i64>> = self.only.as_ref().map(|o| o.iter().copied().collect());
+        let mut v: Vec<usize> = (0..self.photos.len())
+            .filter(|&i| self.filter.accepts(&self.photos[i]) && only.as_ref().is_none_or(|o| o.contains(&self.photos[i].id)))
+            .collect();
         let photos = &self.photos;
         let desc = self.descending;
         // Scores: best first (reversed: worst first); photos without a score always last.

@@ -552,6 +552,21 @@ impl Library {
         Ok(all)
     }
 
+    /// Which of `ids` have an embedding under this model id and weights sha (without reading them).
+    pub fn have_embeddings(&self, ids: &[i64], model_id: &str, weights_sha: &str) -> Result<std::collections::HashSet<i64>, DbError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM embeddings WHERE photo_id = ?1 AND model_id = ?2 AND weights_sha = ?3")
+            .map_err(|e| self.err(e))?;
+        let mut have = std::collections::HashSet::new();
+        for &id in ids {
+            if st.exists(params![id, model_id, weights_sha]).map_err(|e| self.err(e))? {
+                have.insert(id);
+            }
+        }
+        Ok(have)
+    }
+
     /// Outputs of photo `id` for one model and weights version (all heads).
     pub fn outputs(&self, id: i64, model_id: &str, weights_version: &str) -> Result<Vec<Output>, DbError> {
         let mut st = self

@@ -52,6 +52,9 @@ use super::weights::{self, WeightsError, WeightsFile};
 
 /// Key under which the app's database stores this model's outputs.
 pub const MODEL_ID: &str = "quality-dma-fc";
+/// Embedding key of the grid patches' pooled Lite0 features (stored under the Lite0 weights'
+/// sha256): what taste profiles train and score on in the app.
+pub const PATCH_FEATURES_ID: &str = "lite0-grid-patches-v1";
 /// File names in the weights folder.
 pub const CONFIG_FILE: &str = "quality_dma_fc.json";
 pub const WEIGHTS_FILE: &str = "quality_dma_fc.safetensors";
@@ -358,6 +361,13 @@ impl QualityModel {
     /// Scores photos (decoded, upright RGB): grid patches of every photo through the backbone
     /// in batches, cyclic DMA bags per photo (see the module docs).
     pub fn score(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<QualityScore>> {
+        Ok(self.score_and_features(images)?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// [`Self::score`] plus each photo's grid-patch features, flattened `(patches x 1280)` in the
+    /// order of [`QualityScore::patches`]: the input of the app's taste profiles
+    /// ([`PATCH_FEATURES_ID`]), computed once with the score.
+    pub fn score_and_features(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<(QualityScore, Vec<f32>)>> {
         let grids: Vec<Vec<GridPatch>> = images.par_iter().map(|img| grid_patches(img, self.config.grid_max, self.config.patch)).collect();
         if let Some(i) = grids.iter().position(Vec::is_empty) {
             candle_core::bail!("photo {i} of the batch is empty");
@@ -375,10 +385,11 @@ impl QualityModel {
         let mut out = Vec::with_capacity(grids.len());
         let mut offset = 0;
         for grid in &grids {
-            let (score, patch_scores) = score_features(&self.system, mos, &feats.narrow(0, offset, grid.len())?)?;
+            let own = feats.narrow(0, offset, grid.len())?;
+            let (score, patch_scores) = score_features(&self.system, mos, &own)?;
             offset += grid.len();
             let patches = grid.iter().zip(patch_scores).map(|(g, score)| PatchScore { rect: g.patch.rect, cell: g.cell, score }).collect();
-            out.push(QualityScore { score, patches });
+            out.push((QualityScore { score, patches }, own.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?));
         }
         Ok(out)
     }

@@ -14,8 +14,11 @@
 //! - [`checkpoint`]: safetensors + JSON checkpoints, `last`/`best`, bit-identical resume.
 //! - [`features`]: cached frozen-backbone features per photo (the small-data variant's input).
 //! - [`small_data`]: training and prediction of the systems on cached features.
+//! - [`taste`], [`taste_eval`], [`profiles`], [`active`]: personal taste profiles: training, the
+//!   held-out report, the profile store, which photos to label next.
 //! - [`cv`]: k-fold cross-validation of those procedures (mean and spread over folds).
 
+pub mod active;
 pub mod checkpoint;
 pub mod cv;
 pub mod data;
@@ -27,4 +30,6 @@ pub mod optim;
 pub mod pipeline;
 pub mod schedule;
 pub mod small_data;
+pub mod profiles;
 pub mod taste;
+pub mod taste_eval;

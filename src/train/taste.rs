@@ -71,6 +71,11 @@ pub enum TasteInput {
     Native,
     /// Aspect-preserving crops, shorter side 256, 224 crops with flips (papers 001 and 004).
     Arp,
+    /// The app's input: the quality model's regular grid of 224 x 224 patches on the photo decoded
+    /// to 1024 px ([`crate::model::quality::grid_patches`]), stored in the library database. In the
+    /// CLI's feature cache it reads the random native patches: the same kind of patch, drawn at
+    /// other positions.
+    Grid,
 }
 
 /// How the head is trained.
@@ -94,6 +99,9 @@ impl TasteSystem {
     pub const LOGISTIC_WARP: Self = Self { procedure: Procedure::Logistic, input: TasteInput::Warp };
     pub const MP_ADA_NATIVE: Self = Self { procedure: Procedure::MpAda, input: TasteInput::Native };
     pub const MP_ADA_ARP: Self = Self { procedure: Procedure::MpAda, input: TasteInput::Arp };
+    /// The app's default: MP-ada over the grid patches the album database stores.
+    pub const MP_ADA_GRID: Self = Self { procedure: Procedure::MpAda, input: TasteInput::Grid };
+    pub const LOGISTIC_GRID: Self = Self { procedure: Procedure::Logistic, input: TasteInput::Grid };
 
     pub fn name(&self) -> String {
         let p = match self.procedure {
@@ -104,6 +112,7 @@ impl TasteSystem {
             TasteInput::Warp => "warp",
             TasteInput::Native => "native",
             TasteInput::Arp => "arp",
+            TasteInput::Grid => "grid",
         };
         format!("{p}-{i}")
     }
@@ -121,6 +130,7 @@ impl TasteSystem {
             "warp" => TasteInput::Warp,
             "native" => TasteInput::Native,
             "arp" => TasteInput::Arp,
+            "grid" => TasteInput::Grid,
             _ => return None,
         };
         Some(Self { procedure, input })
@@ -130,7 +140,7 @@ impl TasteSystem {
     pub fn input_of<'a>(&self, f: &'a PhotoFeatures) -> &'a Tensor {
         match self.input {
             TasteInput::Warp => &f.warp,
-            TasteInput::Native => &f.native,
+            TasteInput::Native | TasteInput::Grid => &f.native,
             TasteInput::Arp => &f.arp,
         }
     }

@@ -4,6 +4,8 @@
 //!   ImageNet classes, embeddings and technical quality, stored in and read back from the library
 //!   database. See its module docs.
 //! - [`queue`]: that service's priority queue.
+//! - [`taste`]: the taste service ([`taste::Taste`]): trains taste profiles from an album's decisions
+//!   and scores the album with the active one.
 //! - This file: the job worker `keepers classify` uses ([`Worker`], [`Job::Classify`]).
 //!
 //! Job worker: callers never block on a model: they submit a [`Job`] with a [`CancelToken`] and an
@@ -17,6 +19,7 @@
 
 pub mod queue;
 pub mod scoring;
+pub mod taste;
 
 pub use queue::ScoreRequest;
 pub use scoring::{

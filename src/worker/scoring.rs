@@ -12,7 +12,10 @@
 //!   parallel (rayon) at [`ScoringConfig::max_side`], go through one backbone forward (centre 224 view,
 //!   the view [`Classifier::top_k`] uses: top-5 classes and the pooled 1280-d features), then through
 //!   the quality model if one loaded.
-//! - Each photo's outputs (classes JSON, embedding, quality JSON) are written in one transaction
+//! - The quality model also hands back its grid patches' pooled features; they are stored as the
+//!   [`PATCH_FEATURES_ID`] embedding (about 80 KB for a 16-patch photo), the input taste profiles train
+//!   and score on ([`super::taste`]). A photo scored before they were kept is scored again once.
+//! - Each photo's outputs (classes JSON, embedding, quality JSON, patch features) are written in one transaction
 //!   ([`Library::put_outputs`]), which also clears its `needs_scoring` mark, so cancelling or killing
 //!   the process never leaves a photo half-stored. A database that cannot be opened or written is
 //!   reported once ([`ScoreEvent::StoreFailed`]); the scores are still sent.
@@ -45,6 +48,7 @@ use super::queue::{Queue, ScoreRequest};
 use crate::library::db::{Embedding, Library, Output};
 use crate::library::decode::{Decoded, Size, decode_path};
 use crate::model::imagenet::{ClassScore, Classifier, class_names, top_k};
+use crate::model::quality::PATCH_FEATURES_ID;
 use crate::model::preprocess::imagenet_batch;
 use crate::model::views::Rect;
 use crate::model::weights::WeightsFile;
@@ -83,6 +87,16 @@ pub trait QualityScorer: Send {
     /// [`ScoringConfig::max_side`]); patch rectangles are in the pixels of these images, and the worker
     /// maps them to the photo's full-resolution pixels.
     fn score(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<QualityScore>>;
+    /// Whether [`Self::score_with_features`] gives each photo's patch features (taste profiles train on
+    /// them); a scorer that does not leaves the app without taste profiles.
+    fn gives_features(&self) -> bool {
+        false
+    }
+    /// [`Self::score`] plus, when [`Self::gives_features`], each photo's grid-patch features flattened
+    /// `(patches x 1280)`, stored as the [`crate::model::quality::PATCH_FEATURES_ID`] embedding.
+    fn score_with_features(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<(QualityScore, Option<Vec<f32>>)>> {
+        Ok(self.score(images)?.into_iter().map(|s| (s, None)).collect())
+    }
 }
 
 impl QualityScorer for crate::model::quality::QualityModel {
@@ -94,6 +108,12 @@ impl QualityScorer for crate::model::quality::QualityModel {
     }
     fn score(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<QualityScore>> {
         crate::model::quality::QualityModel::score(self, images)
+    }
+    fn gives_features(&self) -> bool {
+        true
+    }
+    fn score_with_features(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<(QualityScore, Option<Vec<f32>>)>> {
+        Ok(self.score_and_features(images)?.into_iter().map(|(s, f)| (s, Some(f))).collect())
     }
 }
 
@@ -336,6 +356,10 @@ struct Known {
     classes: Option<Vec<ClassScore>>,
     embedding: Option<Vec<f32>>,
     quality: Option<QualityScore>,
+    /// The database holds the photo's patch features (taste profiles' input).
+    has_patches: bool,
+    /// Patch features computed in this batch, to store.
+    patches: Option<Vec<f32>>,
 }
 
 impl Known {
@@ -441,7 +465,7 @@ impl Engine {
         for req in batch {
             let known = known.remove(&req.id).unwrap_or_default();
             let backbone = known.classes.is_none() || known.embedding.is_none();
-            let quality = self.quality.get().is_some() && known.quality.is_none();
+            let quality = self.quality.get().is_some_and(|q| known.quality.is_none() || (q.gives_features() && !known.has_patches));
             if backbone || quality {
                 jobs.push(Job { req, known, backbone, quality });
             } else {
@@ -534,7 +558,7 @@ impl Engine {
         let idx: Vec<usize> = (0..ok.len()).filter(|&i| ok[i].0.quality && !errors.contains_key(&i)).collect();
         if let (Some(q), false) = (self.quality.get(), idx.is_empty()) {
             let images: Vec<&RgbImage> = idx.iter().map(|&i| &ok[i].1.image).collect();
-            let scores = q.score(&images).and_then(|s| {
+            let scores = q.score_with_features(&images).and_then(|s| {
                 if s.len() == images.len() {
                     Ok(s)
                 } else {
@@ -543,7 +567,7 @@ impl Engine {
             });
             match scores {
                 Ok(scores) => {
-                    for (&i, mut s) in idx.iter().zip(scores) {
+                    for (&i, (mut s, patches)) in idx.iter().zip(scores) {
                         let d = &ok[i].1;
                         let (sx, sy) = (d.full_width as f64 / d.image.width() as f64, d.full_height as f64 / d.image.height() as f64);
                         let scale = |r: Rect| Rect { x: r.x * sx, y: r.y * sy, w: r.w * sx, h: r.h * sy };
@@ -552,6 +576,7 @@ impl Engine {
                             p.cell = scale(p.cell);
                         }
                         ok[i].0.known.quality = Some(s);
+                        ok[i].0.known.patches = patches;
                     }
                 }
                 Err(e) => {
@@ -665,9 +690,10 @@ impl Engine {
                 Some((model, version)) => lib.outputs_of(ids, model, version)?,
                 None => HashMap::new(),
             };
-            Ok::<_, crate::library::db::DbError>((outputs, embeddings, quality))
+            let patches = lib.have_embeddings(ids, PATCH_FEATURES_ID, self.lite0_version)?;
+            Ok::<_, crate::library::db::DbError>((outputs, embeddings, quality, patches))
         })();
-        let (outputs, embeddings, quality) = match read {
+        let (outputs, embeddings, quality, patches) = match read {
             Ok(r) => r,
             Err(e) => {
                 self.report_store(Err(e));
@@ -684,6 +710,9 @@ impl Engine {
         for (id, outs) in quality {
             let q = outs.iter().find(|o| o.head == QUALITY_HEAD).and_then(|o| o.json.as_deref()).and_then(|j| serde_json::from_str(j).ok());
             known.entry(id).or_default().quality = q;
+        }
+        for id in patches {
+            known.entry(id).or_default().has_patches = true;
         }
         known
     }
@@ -725,8 +754,12 @@ impl Engine {
                 blob: None,
             });
         }
-        let emb = Embedding { model_id: LITE0_MODEL_ID.into(), weights_sha: self.lite0_version.into(), vector: embedding.clone() };
-        let r = lib.put_outputs(id, &outputs, &[emb]);
+        let mut embeddings =
+            vec![Embedding { model_id: LITE0_MODEL_ID.into(), weights_sha: self.lite0_version.into(), vector: embedding.clone() }];
+        if let Some(p) = &k.patches {
+            embeddings.push(Embedding { model_id: PATCH_FEATURES_ID.into(), weights_sha: self.lite0_version.into(), vector: p.clone() });
+        }
+        let r = lib.put_outputs(id, &outputs, &embeddings);
         self.report_store(r);
     }
 

@@ -1,0 +1,354 @@
+//! The taste service the desktop app drives (issue 8): trains taste profiles from an album's own
+//! decisions and scores the album with the active profile, on a background thread the UI never
+//! blocks on.
+//!
+//! - Input: each photo's grid-patch features, stored in the library database by the scoring
+//!   service ([`crate::model::quality::PATCH_FEATURES_ID`]). A labelled photo not scored yet is left
+//!   out of training and counted.
+//! - Training ([`TasteJob::Train`]) runs [`crate::train::taste::train`] twice: first on a seeded,
+//!   stratified split, with the held-out labels as the validation curve and for the held-out report
+//!   ([`HeldOutReport`]: the profile next to the untuned technical-quality score on the same photos);
+//!   then on every label, which is the profile saved. For MP-ada every photo's grid is resampled
+//!   to [`TRAIN_PATCHES`] patches (evenly spaced indices) so the bag has one size; scoring uses all
+//!   of a photo's patches. Progress (step, loss, held-out AUC, ETA) streams as
+//!   [`TasteEvent::Progress`]; [`Taste::pause`] holds the run between steps, [`Taste::cancel`]
+//!   stops it and nothing is written.
+//! - A finished run is saved in the [`ProfileStore`] by the service itself, atomically (a
+//!   temporary file renamed into place): closing the app mid-run cancels it and leaves no file, and a
+//!   crash mid-write leaves only a temporary file the store never lists.
+//! - Scoring ([`TasteJob::Score`]): keep probabilities of the given photos under one profile,
+//!   streamed in chunks tagged with the profile's file name, so the app drops scores of a profile
+//!   it has switched away from.
+//!
+//! Touches: reads the library database; writes only the profile store's folder.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, channel, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use super::Wake;
+use crate::library::db::Library;
+use crate::model::quality::PATCH_FEATURES_ID;
+use crate::model::weights::WeightsFile;
+use crate::train::profiles::ProfileStore;
+use crate::train::taste::{Example, FEATURE_DIM, Procedure, TasteConfig, TasteError, TasteProfile, train};
+use crate::train::taste_eval::{HeldOutReport, Labelled, split_holdout};
+
+/// Patches per photo in training bags (the quality grid has up to 16).
+pub const TRAIN_PATCHES: usize = 16;
+/// Photos per [`TasteEvent::Scores`] chunk.
+const SCORE_CHUNK: usize = 64;
+
+/// A training run: the labels, the untuned model's scores for the comparison, the settings.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub name: String,
+    pub labels: Vec<Labelled>,
+    /// Untuned score (technical quality) per photo id, for the held-out comparison.
+    pub baseline: HashMap<i64, f64>,
+    pub config: TasteConfig,
+    /// Fraction of each class held out for the report and the validation curve.
+    pub holdout: f64,
+    pub seed: u64,
+}
+
+pub enum TasteJob {
+    Train(TrainRequest),
+    /// Keep probabilities of `ids` under `profile` (stored as `file`).
+    Score { file: String, profile: Arc<TasteProfile>, ids: Vec<i64> },
+}
+
+/// Which of the two fits a progress report belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// On the training split, checked on the held-out labels.
+    Check,
+    /// On every label: the profile that is saved.
+    Final,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainProgress {
+    pub phase: Phase,
+    /// Steps done in this phase (1-based) and in the phase in all.
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub validation_auc: Option<f64>,
+    /// Seconds left for the whole run (both phases).
+    pub eta_s: f64,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TasteEvent {
+    Progress(TrainProgress),
+    /// A run finished and its profile was saved as `file`.
+    Trained { file: String, profile: Arc<TasteProfile>, report: HeldOutReport, left_out: usize },
+    /// A run stopped with an error (nothing saved).
+    TrainFailed(String),
+    /// A run was cancelled (nothing saved).
+    Cancelled,
+    Scores { file: String, scores: Vec<(i64, f32)> },
+    /// Photos of a scoring job without stored features (not scored by the quality model yet).
+    ScoreMissing { file: String, ids: Vec<i64> },
+    ScoreFailed { file: String, error: String },
+}
+
+struct Flags {
+    cancel: AtomicBool,
+    pause: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// Handle of the service thread; dropping it cancels a run and joins the thread.
+pub struct Taste {
+    jobs: Option<SyncSender<TasteJob>>,
+    events: Receiver<TasteEvent>,
+    flags: Arc<Flags>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Taste {
+    pub fn start(db_path: PathBuf, store: ProfileStore, wake: Option<Wake>) -> Taste {
+        let (jtx, jrx) = sync_channel::<TasteJob>(16);
+        let (etx, erx) = channel();
+        let flags = Arc::new(Flags { cancel: AtomicBool::new(false), pause: AtomicBool::new(false), stop: AtomicBool::new(false) });
+        let f = flags.clone();
+        let thread = std::thread::Builder::new()
+            .name("keepers-taste".into())
+            .spawn(move || {
+                let mut svc = Service { db_path, lib: None, store, flags: f, send: etx, wake };
+                while let Ok(job) = jrx.recv() {
+                    if svc.flags.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match job {
+                        TasteJob::Train(r) => svc.train(r),
+                        TasteJob::Score { file, profile, ids } => svc.score(file, &profile, &ids),
+                    }
+                }
+            })
+            .expect("spawn the taste thread");
+        Taste { jobs: Some(jtx), events: erx, flags, thread: Some(thread) }
+    }
+
+    /// Queues a job; gives it back when the queue is full or the service stopped (the caller may
+    /// try again next frame).
+    pub fn submit(&self, job: TasteJob) -> Result<(), TasteJob> {
+        if let TasteJob::Train(_) = job {
+            self.flags.cancel.store(false, Ordering::SeqCst);
+            self.flags.pause.store(false, Ordering::SeqCst);
+        }
+        match &self.jobs {
+            Some(j) => j.try_send(job).map_err(|e| match e {
+                TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
+            }),
+            None => Err(job),
+        }
+    }
+
+    pub fn events(&self) -> &Receiver<TasteEvent> {
+        &self.events
+    }
+
+    /// Cancels the running training (scoring jobs go on).
+    pub fn cancel(&self) {
+        self.flags.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.flags.pause.store(paused, Ordering::SeqCst);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.flags.pause.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Taste {
+    fn drop(&mut self) {
+        self.flags.stop.store(true, Ordering::SeqCst);
+        self.flags.cancel.store(true, Ordering::SeqCst);
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Service {
+    db_path: PathBuf,
+    lib: Option<Library>,
+    store: ProfileStore,
+    flags: Arc<Flags>,
+    send: std::sync::mpsc::Sender<TasteEvent>,
+    wake: Option<Wake>,
+}
+
+/// A photo's stored grid features `(n, 1280)`.
+fn grid_tensor(flat: Vec<f32>) -> Result<Tensor, String> {
+    if flat.is_empty() || flat.len() % FEATURE_DIM != 0 {
+        return Err(format!("stored patch features have {} values, not a multiple of {FEATURE_DIM}", flat.len()));
+    }
+    let n = flat.len() / FEATURE_DIM;
+    Tensor::from_vec(flat, (n, FEATURE_DIM), &Device::Cpu).map_err(|e| e.to_string())
+}
+
+/// `(p, D)` rows of `x (n, D)` at evenly spaced indices `floor((k + 0.5) n / p)`.
+pub fn resample_patches(x: &Tensor, p: usize) -> candle_core::Result<Tensor> {
+    let n = x.dim(0)?;
+    if n == p {
+        return Ok(x.clone());
+    }
+    let idx: Vec<u32> = (0..p).map(|k| (((k as f64 + 0.5) * n as f64 / p as f64) as usize).min(n - 1) as u32).collect();
+    x.index_select(&Tensor::new(idx, x.device())?, 0)
+}
+
+impl Service {
+    fn emit(&self, e: TasteEvent) {
+        let _ = self.send.send(e);
+        if let Some(w) = &self.wake {
+            w();
+        }
+    }
+
+    fn library(&mut self) -> Result<&Library, String> {
+        if self.lib.is_none() {
+            self.lib = Some(Library::open(&self.db_path).map_err(|e| e.to_string())?.0);
+        }
+        Ok(self.lib.as_ref().expect("opened"))
+    }
+
+    fn features(&mut self, ids: &[i64]) -> Result<HashMap<i64, Vec<f32>>, String> {
+        let sha = WeightsFile::EfficientNetLite0.expected_sha256();
+        self.library()?.embeddings_of(ids, PATCH_FEATURES_ID, sha).map_err(|e| e.to_string())
+    }
+
+    fn train(&mut self, r: TrainRequest) {
+        match self.try_train(r) {
+            Ok(()) => {}
+            Err(TasteError::Cancelled) => self.emit(TasteEvent::Cancelled),
+            Err(e) => self.emit(TasteEvent::TrainFailed(e.to_string())),
+        }
+    }
+
+    fn try_train(&mut self, r: TrainRequest) -> Result<(), TasteError> {
+        let ids: Vec<i64> = r.labels.iter().map(|l| l.id).collect();
+        let mut feats = self.features(&ids).map_err(TasteError::Input)?;
+        let labels: Vec<Labelled> = r.labels.iter().copied().filter(|l| feats.contains_key(&l.id)).collect();
+        let left_out = r.labels.len() - labels.len();
+        let mut inputs = HashMap::new();
+        for l in &labels {
+            let x = grid_tensor(feats.remove(&l.id).expect("filtered")).map_err(TasteError::Input)?;
+            let x = match r.config.system.procedure {
+                Procedure::MpAda => resample_patches(&x, TRAIN_PATCHES)?,
+                Procedure::Logistic => x,
+            };
+            inputs.insert(l.id, x);
+        }
+        let examples = |set: &[Labelled]| -> Vec<Example<'_>> { set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep }).collect() };
+        let (train_idx, held_idx) = split_holdout(&labels, r.holdout, r.seed);
+        let train_set: Vec<Labelled> = train_idx.iter().map(|&i| labels[i]).collect();
+        let held: Vec<Labelled> = held_idx.iter().map(|&i| labels[i]).collect();
+        let sha = WeightsFile::EfficientNetLite0.expected_sha256();
+        let started = Instant::now();
+        let total_steps = r.config.steps * if held.is_empty() { 1 } else { 2 };
+        let flags = self.flags.clone();
+        let send = self.send.clone();
+        let wake = self.wake.clone();
+        let mut done_steps = 0usize;
+        let mut progress = |phase: Phase, p: &crate::train::taste::Progress| -> bool {
+            done_steps += 1;
+            let per_step = started.elapsed().as_secs_f64() / done_steps as f64;
+            let mut report = TrainProgress {
+                phase,
+                step: p.step + 1,
+                steps: p.steps,
+                loss: p.loss,
+                validation_auc: p.validation_auc,
+                eta_s: per_step * total_steps.saturating_sub(done_steps) as f64,
+                paused: false,
+            };
+            let mut said_paused = false;
+            while flags.pause.load(Ordering::SeqCst) && !flags.cancel.load(Ordering::SeqCst) {
+                if !said_paused {
+                    report.paused = true;
+                    let _ = send.send(TasteEvent::Progress(report));
+                    if let Some(w) = &wake {
+                        w();
+                    }
+                    said_paused = true;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            // Every step for short runs; at most about 200 reports a phase for long ones.
+            let every = (p.steps / 200).max(1);
+            if said_paused || p.step % every == 0 || p.step + 1 == p.steps || p.validation_auc.is_some() {
+                report.paused = false;
+                let _ = send.send(TasteEvent::Progress(report));
+                if let Some(w) = &wake {
+                    w();
+                }
+            }
+            !flags.cancel.load(Ordering::SeqCst)
+        };
+        let report = if held.is_empty() {
+            None
+        } else {
+            let check = train(&r.name, &examples(&train_set), &examples(&held), &r.config, sha, |p| progress(Phase::Check, p))?;
+            let profile_scores: Vec<f64> = held.iter().map(|l| check.score(&inputs[&l.id]).map(f64::from)).collect::<Result<_, _>>()?;
+            let baseline: Option<Vec<f64>> = held.iter().map(|l| r.baseline.get(&l.id).copied()).collect();
+            let train_keep = train_set.iter().filter(|l| l.keep).count();
+            Some(HeldOutReport::new(&held, train_set.len(), train_keep, &profile_scores, baseline.as_deref()))
+        };
+        let final_cfg = TasteConfig { eval_every: 0, ..r.config.clone() };
+        let profile = train(&r.name, &examples(&labels), &[], &final_cfg, sha, |p| progress(Phase::Final, p))?;
+        let report = report.unwrap_or_else(|| {
+            let keep = labels.iter().filter(|l| l.keep).count();
+            HeldOutReport::new(&[], labels.len(), keep, &[], None)
+        });
+        if self.flags.cancel.load(Ordering::SeqCst) {
+            return Err(TasteError::Cancelled);
+        }
+        let (file, name) = self.store.save_new(&profile)?;
+        let profile = TasteProfile { name, ..profile };
+        self.emit(TasteEvent::Trained { file, profile: Arc::new(profile), report, left_out });
+        Ok(())
+    }
+
+    fn score(&mut self, file: String, profile: &TasteProfile, ids: &[i64]) {
+        for chunk in ids.chunks(SCORE_CHUNK) {
+            if self.flags.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let feats = match self.features(chunk) {
+                Ok(f) => f,
+                Err(error) => {
+                    self.emit(TasteEvent::ScoreFailed { file: file.clone(), error });
+                    return;
+                }
+            };
+            let missing: Vec<i64> = chunk.iter().copied().filter(|id| !feats.contains_key(id)).collect();
+            let mut scores = Vec::with_capacity(feats.len());
+            for (id, flat) in feats {
+                match grid_tensor(flat).map_err(TasteError::Input).and_then(|x| profile.score(&x)) {
+                    Ok(s) => scores.push((id, s)),
+                    Err(e) => {
+                        self.emit(TasteEvent::ScoreFailed { file: file.clone(), error: format!("photo {id}: {e}") });
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                self.emit(TasteEvent::ScoreMissing { file: file.clone(), ids: missing });
+            }
+            self.emit(TasteEvent::Scores { file: file.clone(), scores });
+        }
+    }
+}
