@@ -520,7 +520,13 @@ fn taste_panel_trains_checks_saves_and_switches_a_profile() {
     let mut h = harness(&a, true, (1400.0, 900.0));
     wait_for(&mut h, "the album to be scored", scored);
     // A simulated photographer: keeps the five nature/people shots, rejects five others.
-    let keep = ["Dragonfly_by_Bolly.jpg", "Kleiber_by_Lukas_Baubkus.jpg", "flower.jpg", "friends_by_Aitzol_Berasategi.jpg", "sunset_by_Aitzol_Berasategi.jpg"];
+    let keep = [
+        "Dragonfly_by_Bolly.jpg",
+        "Kleiber_by_Lukas_Baubkus.jpg",
+        "flower.jpg",
+        "friends_by_Aitzol_Berasategi.jpg",
+        "sunset_by_Aitzol_Berasategi.jpg",
+    ];
     let reject = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
     label_by_keys(&mut h, &keep, &reject);
 
@@ -581,7 +587,9 @@ fn taste_panel_trains_checks_saves_and_switches_a_profile() {
     }
     assert!(changed >= 14, "scores changed for {changed} of 16 photos");
     // The profile learned the labels it was given: its mean keep probability is higher on the keeps.
-    let mean = |names: &[&str]| names.iter().map(|n| st.photos[st.index_of_path(&photo_path(&a, n)).unwrap()].taste.unwrap()).sum::<f32>() / names.len() as f32;
+    let mean = |names: &[&str]| {
+        names.iter().map(|n| st.photos[st.index_of_path(&photo_path(&a, n)).unwrap()].taste.unwrap()).sum::<f32>() / names.len() as f32
+    };
     assert!(mean(&keep) > mean(&reject), "keeps {} rejects {}", mean(&keep), mean(&reject));
     assert_eq!(h.state().settings.taste_profile.as_deref(), Some(result.file.as_str()));
     // The info panel says which profile the score came from.

@@ -573,7 +573,9 @@ impl KeepersApp {
                 let a = self.active_profile.as_ref().expect("checked");
                 let ids = std::mem::take(&mut session.to_taste);
                 // A full queue gives the job back: it goes again next frame.
-                if let Err(TasteJob::Score { ids, .. }) = t.submit(TasteJob::Score { file: a.file.clone(), profile: a.profile.clone(), ids }) {
+                if let Err(TasteJob::Score { ids, .. }) =
+                    t.submit(TasteJob::Score { file: a.file.clone(), profile: a.profile.clone(), ids })
+                {
                     session.to_taste = ids;
                 }
             }
@@ -775,7 +777,10 @@ impl KeepersApp {
         let found = want.as_ref().and_then(|f| self.taste_ui.profiles.iter().find(|s| &s.file == f).cloned());
         if want.is_some() && found.is_none() {
             if at_start {
-                self.error(format!("The active taste profile {} is missing or unreadable; the grid is ordered by technical quality.", want.unwrap_or_default()));
+                self.error(format!(
+                    "The active taste profile {} is missing or unreadable; the grid is ordered by technical quality.",
+                    want.unwrap_or_default()
+                ));
             }
             self.set_active(None);
         } else if at_start || found.as_ref().map(|s| &s.profile) != self.active_profile.as_ref().map(|s| &s.profile) {
@@ -844,7 +849,8 @@ impl KeepersApp {
                         self.taste_ui.renaming = None;
                         self.refresh_profiles(false);
                         if let Some(r) = self.taste_ui.result.as_mut().filter(|r| r.file == file) {
-                            r.name = self.taste_ui.profiles.iter().find(|s| s.file == file).map(|s| s.profile.name.clone()).unwrap_or_default();
+                            r.name =
+                                self.taste_ui.profiles.iter().find(|s| s.file == file).map(|s| s.profile.name.clone()).unwrap_or_default();
                         }
                     }
                     Err(e) => self.error(format!("Cannot rename the profile: {e}")),
@@ -866,7 +872,10 @@ impl KeepersApp {
                 let tx = self.background.0.clone();
                 let ctx = self.ctx.clone();
                 std::thread::spawn(move || {
-                    let dialog = rfd::FileDialog::new().set_title("Export taste profile").set_file_name(&file).add_filter("Keepers taste profile", &[crate::train::profiles::EXTENSION]);
+                    let dialog = rfd::FileDialog::new()
+                        .set_title("Export taste profile")
+                        .set_file_name(&file)
+                        .add_filter("Keepers taste profile", &[crate::train::profiles::EXTENSION]);
                     if let Some(dest) = dialog.save_file() {
                         let _ = tx.send(BackgroundNote::ExportProfile(file, dest));
                         ctx.request_repaint();
@@ -877,7 +886,9 @@ impl KeepersApp {
                 let tx = self.background.0.clone();
                 let ctx = self.ctx.clone();
                 std::thread::spawn(move || {
-                    let dialog = rfd::FileDialog::new().set_title("Import taste profile").add_filter("Keepers taste profile", &[crate::train::profiles::EXTENSION]);
+                    let dialog = rfd::FileDialog::new()
+                        .set_title("Import taste profile")
+                        .add_filter("Keepers taste profile", &[crate::train::profiles::EXTENSION]);
                     if let Some(src) = dialog.pick_file() {
                         let _ = tx.send(BackgroundNote::ImportProfile(src));
                         ctx.request_repaint();
@@ -900,10 +911,8 @@ impl KeepersApp {
         let labels = prefs.labels(st);
         let keeps = labels.iter().filter(|l| l.keep).count();
         if keeps < 2 || labels.len() - keeps < 2 {
-            self.taste_ui.status = Some(format!(
-                "Label at least 2 keeps and 2 rejects first ({keeps} keeps and {} rejects so far).",
-                labels.len() - keeps
-            ));
+            self.taste_ui.status =
+                Some(format!("Label at least 2 keeps and 2 rejects first ({keeps} keeps and {} rejects so far).", labels.len() - keeps));
             return;
         }
         let baseline = st.photos.iter().filter_map(|p| p.quality().map(|q| (p.id, q as f64))).collect();
@@ -926,10 +935,14 @@ impl KeepersApp {
         let Some(s) = self.session.as_mut() else { return };
         let st = &s.state;
         let labelled: std::collections::HashSet<i64> = prefs.labels(st).iter().map(|l| l.id).collect();
-        let unlabelled: Vec<usize> = (0..st.len()).filter(|&i| !labelled.contains(&st.photos[i].id) && st.photos[i].embedding().is_some()).collect();
+        let unlabelled: Vec<usize> =
+            (0..st.len()).filter(|&i| !labelled.contains(&st.photos[i].id) && st.photos[i].embedding().is_some()).collect();
         let cands: Vec<crate::train::active::Candidate> = unlabelled
             .iter()
-            .map(|&i| crate::train::active::Candidate { embedding: st.photos[i].embedding().expect("filtered"), p_keep: st.photos[i].taste })
+            .map(|&i| crate::train::active::Candidate {
+                embedding: st.photos[i].embedding().expect("filtered"),
+                p_keep: st.photos[i].taste,
+            })
             .collect();
         let known: Vec<&[f32]> = st.photos.iter().filter(|p| labelled.contains(&p.id)).filter_map(|p| p.embedding()).collect();
         let chosen: Vec<i64> = crate::train::active::suggest(&cands, &known, N).into_iter().map(|k| st.photos[unlabelled[k]].id).collect();
@@ -1087,6 +1100,7 @@ impl eframe::App for KeepersApp {
             if self.settings.show_side_panel {
                 commands.extend(panels::info_panel(ui, self));
             }
+            commands.extend(taste::panel(ui, self));
         }
         egui::CentralPanel::no_frame().frame(egui::Frame::central_panel(ui.style()).inner_margin(0.0)).show(ui, |ui| {
             let c = match (&self.session, self.ui.view) {
@@ -1098,9 +1112,7 @@ impl eframe::App for KeepersApp {
             commands.extend(c);
         });
         commands.extend(panels::overlays(ui, self));
-        if self.session.is_some() {
-            commands.extend(taste::window(ui, self));
-        }
+
         if let Some(mut b) = self.bench.take() {
             let now = Instant::now();
             if let Some(last) = b.last.replace(now) {

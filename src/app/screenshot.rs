@@ -12,16 +12,52 @@ use super::KeepersApp;
 use super::commands::{Command, View};
 use super::textures::PreviewState;
 
-/// The tour: (file name, commands that set the view up).
-fn steps() -> Vec<(&'static str, Vec<Command>)> {
-    vec![
-        ("grid", vec![Command::SetView(View::Grid), Command::Home]),
-        ("loupe", vec![Command::Move(2), Command::SetView(View::Loupe)]),
-        ("loupe-heatmap", vec![Command::ToggleHeatmap]),
-        ("loupe-100", vec![Command::ToggleZoom]),
-        ("compare", vec![Command::ToggleZoom, Command::ToggleHeatmap, Command::SetView(View::Compare)]),
-        ("shortcuts", vec![Command::SetView(View::Grid), Command::ShowShortcuts(true)]),
-    ]
+/// Photos the tour's simulated photographer keeps and rejects before training a taste profile.
+const KEEP: [&str; 5] = [
+    "Dragonfly_by_Bolly.jpg",
+    "Kleiber_by_Lukas_Baubkus.jpg",
+    "flower.jpg",
+    "friends_by_Aitzol_Berasategi.jpg",
+    "sunset_by_Aitzol_Berasategi.jpg",
+];
+const REJECT: [&str; 5] = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
+
+const STEPS: [&str; 9] =
+    ["grid", "loupe", "loupe-heatmap", "loupe-100", "compare", "shortcuts", "taste-trained", "taste-active", "label-next"];
+
+/// The commands that set step `i` up (some depend on the album: which photo is where).
+fn step(i: usize, app: &KeepersApp) -> Vec<Command> {
+    use super::taste::TasteCommand as T;
+    use crate::library::album::DecisionChange;
+    match STEPS[i] {
+        "grid" => vec![Command::SetView(View::Grid), Command::Home],
+        "loupe" => vec![Command::Move(2), Command::SetView(View::Loupe)],
+        "loupe-heatmap" => vec![Command::ToggleHeatmap],
+        "loupe-100" => vec![Command::ToggleZoom],
+        "compare" => vec![Command::ToggleZoom, Command::ToggleHeatmap, Command::SetView(View::Compare)],
+        "shortcuts" => vec![Command::SetView(View::Grid), Command::ShowShortcuts(true)],
+        "taste-trained" => {
+            let mut out = vec![Command::ShowShortcuts(false), Command::ClearCompare];
+            if let Some(st) = app.state() {
+                for (names, change) in [(&KEEP, DecisionChange::Pick), (&REJECT, DecisionChange::Reject)] {
+                    for n in names.iter() {
+                        if let Some(i) = st.photos.iter().position(|p| p.name == *n) {
+                            out.push(Command::Select(i));
+                            out.push(Command::Decide(change));
+                        }
+                    }
+                }
+            }
+            out.extend([Command::Home, Command::Taste(T::Show(true)), Command::Taste(T::Start)]);
+            out
+        }
+        "taste-active" => {
+            let file = app.taste_ui.result.as_ref().map(|r| r.file.clone());
+            vec![Command::Taste(T::Activate(file)), Command::SetSort(super::state::SortKey::Score)]
+        }
+        "label-next" => vec![Command::Taste(T::SuggestLabels)],
+        _ => Vec::new(),
+    }
 }
 
 pub struct Tour {
@@ -54,7 +90,10 @@ impl Tour {
                 s.state.compare_frames().iter().all(|&i| !matches!(app.previews().get(s.state.photos[i].id), PreviewState::Loading))
             }
         };
-        s.finished && scored && previews
+        let taste = app.taste_ui.running.is_none()
+            && (app.active_profile.is_none()
+                || s.state.photos.iter().all(|p| p.taste.is_some() || !matches!(p.scores, super::state::ScoreState::Ready(_))));
+        s.finished && scored && previews && taste
     }
 
     /// Drives the tour; returns commands for this frame.
@@ -65,7 +104,7 @@ impl Tour {
         }
         ctx.request_repaint_after(Duration::from_millis(100));
         if let Ok(img) = self.shots.1.try_recv() {
-            let name = steps()[self.step].0;
+            let name = STEPS[self.step];
             let path = self.dir.join(format!("{:02}-{name}.png", self.step + 1));
             let _ = std::fs::create_dir_all(&self.dir);
             let rgba: Vec<u8> = img.pixels.iter().flat_map(|c| c.to_array()).collect();
@@ -77,7 +116,7 @@ impl Tour {
             self.step += 1;
             self.requested = false;
             self.settle = None;
-            if self.step == steps().len() {
+            if self.step == STEPS.len() {
                 self.done = true;
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
                 return out;
@@ -91,7 +130,7 @@ impl Tour {
         }
         match self.settle {
             None => {
-                out.extend(steps()[self.step].1.clone());
+                out.extend(step(self.step, app));
                 self.settle = Some(Instant::now());
             }
             // A few frames for layout and textures to settle, then the shot.

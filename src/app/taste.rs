@@ -59,7 +59,16 @@ pub struct TastePrefs {
 impl Default for TastePrefs {
     fn default() -> Self {
         let c = TasteConfig::default();
-        TastePrefs { source: LabelSource::Picks, keep_stars: 4, procedure: Procedure::MpAda, steps: c.steps, lr: c.lr, l2: c.l2, holdout: 0.3, seed: 0 }
+        TastePrefs {
+            source: LabelSource::Picks,
+            keep_stars: 4,
+            procedure: Procedure::MpAda,
+            steps: c.steps,
+            lr: c.lr,
+            l2: c.l2,
+            holdout: 0.3,
+            seed: 0,
+        }
     }
 }
 
@@ -99,7 +108,9 @@ fn procedure_help(p: Procedure) -> &'static str {
             "Default for few labels. Every patch of the photo is judged by the same small head on the frozen backbone; \
              training weighs the patches it gets wrong more (Sheng et al. 2018, MP-ada). The photo's score is the mean over its patches."
         }
-        Procedure::Logistic => "Logistic regression on the average of the photo's patch features: one view of the photo, a simpler baseline.",
+        Procedure::Logistic => {
+            "Logistic regression on the average of the photo's patch features: one view of the photo, a simpler baseline."
+        }
     }
 }
 
@@ -185,7 +196,8 @@ fn figures_row(ui: &mut Ui, what: &str, f: Option<&Figures>) {
     ui.label(what);
     match f {
         Some(f) => {
-            let se = f.auc_se.filter(|s| s.is_finite()).map_or(String::new(), |s| format!(" ± {s:.2}"));
+            // Hanley-McNeil's error is 0 at AUC 0 or 1, which says nothing on a handful of photos: shown only when positive.
+            let se = f.auc_se.filter(|s| s.is_finite() && *s > 0.0).map_or(String::new(), |s| format!(" ± {s:.2}"));
             ui.label(format!("{}{se}", fmt_opt(f.auc, 2)));
             ui.label(fmt_opt(f.srcc, 2));
             ui.label(f.top_k.map_or("—".into(), |v| format!("{:.0} %", v * 100.0)));
@@ -204,17 +216,26 @@ pub fn profile_summary(p: &TasteProfile) -> String {
     format!("{} · {} keeps / {} rejects · {}", p.system, p.metrics.n_keep, p.metrics.n_reject, p.config.steps) + " steps"
 }
 
-/// The taste window. Returns commands; never mutates the app.
-pub fn window(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
+/// The taste panel, docked on the right beside the info panel. Returns commands; never mutates
+/// the app.
+pub fn panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
     let mut out = Vec::new();
     let t = &app.taste_ui;
     if !t.open {
         return out;
     }
-    let mut open = true;
-    egui::Window::new("Taste profiles").open(&mut open).default_width(460.0).default_pos(egui::pos2(200.0, 80.0)).vscroll(true).show(
-        ui.ctx(),
-        |ui| {
+    egui::Panel::right("taste_panel").default_size(400.0).size_range(320.0..=640.0).show(ui, |ui| {
+        ui.horizontal(|ui| {
+            ui.heading("Taste profiles");
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let close = ui.button("✖").on_hover_text("Close the taste panel (T)");
+                close.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, "Close the taste panel"));
+                if close.clicked() {
+                    out.push(Command::Taste(TasteCommand::Show(false)));
+                }
+            });
+        });
+        egui::ScrollArea::vertical().show(ui, |ui| {
             if app.taste_unavailable() {
                 ui.label(RichText::new("Taste profiles need the scoring models (Lite0 and the quality model) and a profile folder.").color(style::REJECT));
                 return;
@@ -334,12 +355,8 @@ pub fn window(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             if let Some(r) = &t.result {
                 report(ui, r);
             }
-
-        },
-    );
-    if !open {
-        out.push(Command::Taste(TasteCommand::Show(false)));
-    }
+        });
+    });
     out
 }
 
@@ -376,7 +393,8 @@ fn report(ui: &mut Ui, r: &RunResult) {
     if rep.n_heldout_keep + rep.n_heldout_reject > 0 {
         egui::Grid::new("taste_report").num_columns(4).striped(true).show(ui, |ui| {
             ui.label("");
-            ui.label("ROC AUC").on_hover_text("Chance that a kept photo scores above a rejected one (0.5 = guessing). ± one standard error.");
+            ui.label("ROC AUC")
+                .on_hover_text("Chance that a kept photo scores above a rejected one (0.5 = guessing). ± one standard error.");
             ui.label("SRCC").on_hover_text("Rank correlation of the score with your labels.");
             ui.label(format!("Top-{} hits", rep.k)).on_hover_text("Of the photos ranked highest, the share you kept.");
             ui.end_row();

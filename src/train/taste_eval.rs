@@ -39,7 +39,8 @@ pub fn split_holdout(labels: &[Labelled], fraction: f64, seed: u64) -> (Vec<usiz
     for (i, l) in labels.iter().enumerate() {
         classes[l.keep as usize].push(i);
     }
-    let take: Vec<usize> = classes.iter().map(|c| ((c.len() as f64 * fraction).round() as usize).max(1).min(c.len().saturating_sub(2))).collect();
+    let take: Vec<usize> =
+        classes.iter().map(|c| ((c.len() as f64 * fraction).round() as usize).max(1).min(c.len().saturating_sub(2))).collect();
     if fraction <= 0.0 || take.contains(&0) {
         return ((0..labels.len()).collect(), Vec::new());
     }
@@ -126,7 +127,13 @@ pub struct HeldOutReport {
 impl HeldOutReport {
     /// Figures of `profile_scores` (and `baseline_scores`, same order) on `held`, after training on
     /// `n_train` labels with `train_keep` keeps.
-    pub fn new(held: &[Labelled], n_train: usize, train_keep: usize, profile_scores: &[f64], baseline_scores: Option<&[f64]>) -> HeldOutReport {
+    pub fn new(
+        held: &[Labelled],
+        n_train: usize,
+        train_keep: usize,
+        profile_scores: &[f64],
+        baseline_scores: Option<&[f64]>,
+    ) -> HeldOutReport {
         let n_heldout_keep = held.iter().filter(|l| l.keep).count();
         let n_heldout_reject = held.len() - n_heldout_keep;
         let train_reject = n_train - train_keep;

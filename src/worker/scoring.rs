@@ -48,8 +48,8 @@ use super::queue::{Queue, ScoreRequest};
 use crate::library::db::{Embedding, Library, Output};
 use crate::library::decode::{Decoded, Size, decode_path};
 use crate::model::imagenet::{ClassScore, Classifier, class_names, top_k};
-use crate::model::quality::PATCH_FEATURES_ID;
 use crate::model::preprocess::imagenet_batch;
+use crate::model::quality::PATCH_FEATURES_ID;
 use crate::model::views::Rect;
 use crate::model::weights::WeightsFile;
 

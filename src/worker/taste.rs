@@ -61,7 +61,11 @@ pub struct TrainRequest {
 pub enum TasteJob {
     Train(TrainRequest),
     /// Keep probabilities of `ids` under `profile` (stored as `file`).
-    Score { file: String, profile: Arc<TasteProfile>, ids: Vec<i64> },
+    Score {
+        file: String,
+        profile: Arc<TasteProfile>,
+        ids: Vec<i64>,
+    },
 }
 
 /// Which of the two fits a progress report belongs to.
@@ -90,15 +94,29 @@ pub struct TrainProgress {
 pub enum TasteEvent {
     Progress(TrainProgress),
     /// A run finished and its profile was saved as `file`.
-    Trained { file: String, profile: Arc<TasteProfile>, report: HeldOutReport, left_out: usize },
+    Trained {
+        file: String,
+        profile: Arc<TasteProfile>,
+        report: HeldOutReport,
+        left_out: usize,
+    },
     /// A run stopped with an error (nothing saved).
     TrainFailed(String),
     /// A run was cancelled (nothing saved).
     Cancelled,
-    Scores { file: String, scores: Vec<(i64, f32)> },
+    Scores {
+        file: String,
+        scores: Vec<(i64, f32)>,
+    },
     /// Photos of a scoring job without stored features (not scored by the quality model yet).
-    ScoreMissing { file: String, ids: Vec<i64> },
-    ScoreFailed { file: String, error: String },
+    ScoreMissing {
+        file: String,
+        ids: Vec<i64>,
+    },
+    ScoreFailed {
+        file: String,
+        error: String,
+    },
 }
 
 struct Flags {
@@ -253,7 +271,8 @@ impl Service {
             };
             inputs.insert(l.id, x);
         }
-        let examples = |set: &[Labelled]| -> Vec<Example<'_>> { set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep }).collect() };
+        let examples =
+            |set: &[Labelled]| -> Vec<Example<'_>> { set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep }).collect() };
         let (train_idx, held_idx) = split_holdout(&labels, r.holdout, r.seed);
         let train_set: Vec<Labelled> = train_idx.iter().map(|&i| labels[i]).collect();
         let held: Vec<Labelled> = held_idx.iter().map(|&i| labels[i]).collect();
