@@ -213,6 +213,9 @@ pub enum BenchWhat {
         /// Write every draw's figures as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Simulate labelling rounds up to this many labels: random picks vs "label these next".
+        #[arg(long)]
+        active: Option<usize>,
     },
 }
 
@@ -271,7 +274,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
         Some(Command::Bench {
-            what: BenchWhat::Taste { data, images, systems, labels, draws, seed, steps, lr, l2, per_dim_scale, no_untuned, cache, out },
+            what: BenchWhat::Taste { data, images, systems, labels, draws, seed, steps, lr, l2, per_dim_scale, no_untuned, cache, out, active },
         }) => taste::run(taste::TasteBenchArgs {
             data: &data,
             images: images.as_deref(),
@@ -287,6 +290,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             plan: crate::train::features::FeaturePlan::default(),
             cache,
             out: out.as_deref(),
+            active,
         }),
         None => {
             if let Some(p) = &cli.path

@@ -9,6 +9,15 @@
 //! std (and min) per count, training seconds per profile, and the untuned model's AUC (the
 //! shipped quality model, [`crate::model::quality`], from pixels) on the same held-out sets:
 //! that model was trained on these very photos, so its AUC is optimistic.
+//!
+//! With `--active`, the benchmark instead simulates labelling rounds ([`run_active`]): each draw
+//! holds out half of the labelled photos as its test set, starts from 10 balanced random labels,
+//! and adds 10 labels per round chosen either at random or by "label these next"
+//! ([`crate::train::active::suggest`]: the current profile's uncertainty times the distance of
+//! the photo's centre-view embedding, the app's, to every labelled photo); ROC AUC on the test
+//! set after each round, per strategy. The simulated user can only label the top and bottom
+//! thirds (the middle third has no answer), which makes "uncertain" photos rarer than in a real
+//! album: the gain measured here is a lower bound on what uncertainty sampling can do.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +47,8 @@ pub struct TasteBenchArgs<'a> {
     pub plan: FeaturePlan,
     pub cache: Option<PathBuf>,
     pub out: Option<&'a Path>,
+    /// Simulate labelling rounds, random vs "label these next", up to this many labels.
+    pub active: Option<usize>,
 }
 
 /// The training indices of one draw: `n / 2` keeps and `n - n / 2` rejects (swapped on odd
@@ -90,6 +101,10 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
         bail!("{} keeps and {} rejects are too few for {max_n} labels and a held-out set", keeps.len(), rejects.len());
     }
     let keep_of = |i: usize| keeps.contains(&i);
+    if let Some(max_labels) = a.active {
+        let cfg = TasteConfig { system: systems[0], steps: a.steps, lr: a.lr, l2: a.l2[0], per_dim_scale: a.per_dim_scale, ..Default::default() };
+        return run_active(&a, &cfg, &feats, &keeps, &rejects, max_labels, &sha);
+    }
     println!(
         "Few-shot taste benchmark on {} ({} photos): keep = top third (MOS >= {:.1}, {}), reject = bottom third (MOS <= {:.1}, {})",
         a.data.display(),
@@ -205,6 +220,98 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
             "draws": a.draws, "seed": a.seed, "plan": format!("{:?}", a.plan), "backbone_sha256": sha,
             "skipped": skipped.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "results": results,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Labelling rounds, random vs active (see the module docs). Prints AUC mean ± std per label
+/// count and strategy, and the share of keeps each strategy asked for.
+#[allow(clippy::too_many_arguments)]
+fn run_active(
+    a: &TasteBenchArgs,
+    cfg: &TasteConfig,
+    feats: &[&PhotoFeatures],
+    keeps: &[usize],
+    rejects: &[usize],
+    max_labels: usize,
+    sha: &str,
+) -> anyhow::Result<std::process::ExitCode> {
+    const START: usize = 10;
+    const ROUND: usize = 10;
+    let keep_set: std::collections::HashSet<usize> = keeps.iter().copied().collect();
+    let embeddings: Vec<Vec<f32>> =
+        feats.iter().map(|f| f.center.flatten_all().and_then(|t| t.to_vec1::<f32>())).collect::<candle_core::Result<_>>()?;
+    let counts: Vec<usize> = (START..=max_labels).step_by(ROUND).collect();
+    println!(
+        "Active labelling: {} draws (seed {}), {}; half the labelled photos held out per draw; start {START} random balanced labels, +{ROUND} per round",
+        a.draws, a.seed, cfg.system
+    );
+    // auc[strategy][count index] over draws; keep share of the labels asked for.
+    let mut auc = vec![vec![Vec::new(); counts.len()]; 2];
+    let mut keep_share = vec![Vec::new(); 2];
+    for d in 0..a.draws {
+        let mut rng = SeededRng::new(a.seed).fork(1_000_000 + d as u64);
+        // Test: a random half of each class; pool: the rest.
+        let split = |c: &[usize], rng: &mut SeededRng| {
+            let p = permutation(c.len(), rng);
+            let h = c.len() / 2;
+            (p[..h].iter().map(|&i| c[i]).collect::<Vec<_>>(), p[h..].iter().map(|&i| c[i]).collect::<Vec<_>>())
+        };
+        let (tk, pk) = split(keeps, &mut rng);
+        let (tr, pr) = split(rejects, &mut rng);
+        let test: Vec<usize> = tk.iter().chain(&tr).copied().collect();
+        let test_keep: Vec<bool> = test.iter().map(|i| keep_set.contains(i)).collect();
+        let start = draw(&pk, &pr, START, d, &mut rng);
+        for (si, strategy) in ["random", "active"].iter().enumerate() {
+            let mut labelled = start.clone();
+            let mut pool: Vec<usize> = pk.iter().chain(&pr).copied().filter(|i| !labelled.contains(i)).collect();
+            let mut srng = rng.fork(si as u64);
+            for (ci, &n) in counts.iter().enumerate() {
+                let train: Vec<Example> =
+                    labelled.iter().map(|&i| Example { features: cfg.system.input_of(feats[i]), keep: keep_set.contains(&i) }).collect();
+                let profile = taste::train("bench", &train, &[], cfg, sha, |_| true)?;
+                let scores = test.iter().map(|&i| profile.score_photo(feats[i]).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
+                auc[si][ci].push(roc_auc(&scores, &test_keep).unwrap());
+                if ci + 1 == counts.len() {
+                    break;
+                }
+                let want = counts[ci + 1] - n;
+                let chosen: Vec<usize> = if *strategy == "random" {
+                    permutation(pool.len(), &mut srng).into_iter().take(want).map(|k| pool[k]).collect()
+                } else {
+                    let probs = pool.iter().map(|&i| profile.score_photo(feats[i])).collect::<Result<Vec<_>, _>>()?;
+                    let cands: Vec<crate::train::active::Candidate> = pool
+                        .iter()
+                        .zip(&probs)
+                        .map(|(&i, &p)| crate::train::active::Candidate { embedding: &embeddings[i], p_keep: Some(p) })
+                        .collect();
+                    let known: Vec<&[f32]> = labelled.iter().map(|&i| embeddings[i].as_slice()).collect();
+                    crate::train::active::suggest(&cands, &known, want).into_iter().map(|k| pool[k]).collect()
+                };
+                keep_share[si].push(chosen.iter().filter(|i| keep_set.contains(i)).count() as f64 / chosen.len().max(1) as f64);
+                labelled.extend(&chosen);
+                pool.retain(|i| !chosen.contains(i));
+            }
+        }
+        eprint!("\r  draw {}/{}", d + 1, a.draws);
+    }
+    eprintln!();
+    println!("{:>6} {:>16} {:>16} {:>10}", "labels", "random AUC", "active AUC", "gain");
+    for (ci, n) in counts.iter().enumerate() {
+        let gains: Vec<f64> = auc[1][ci].iter().zip(&auc[0][ci]).map(|(x, y)| x - y).collect();
+        println!("{n:>6} {:>16} {:>16} {:>+10.3}", fmt_ms(&auc[0][ci]), fmt_ms(&auc[1][ci]), mean_std(&gains).0);
+    }
+    println!(
+        "keep share of the photos asked for: random {:.2}, active {:.2}",
+        mean_std(&keep_share[0]).0,
+        mean_std(&keep_share[1]).0
+    );
+    if let Some(out) = a.out {
+        let doc = serde_json::json!({
+            "data": a.data.display().to_string(), "draws": a.draws, "seed": a.seed, "system": cfg.system.name(), "config": cfg,
+            "labels": counts, "random_auc": auc[0], "active_auc": auc[1],
         });
         std::fs::write(out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", out.display()))?;
     }
