@@ -194,3 +194,56 @@ fn settings_round_trip_and_survive_a_damaged_file() {
     assert_eq!(back, Settings::default());
     assert!(note.unwrap().contains("settings.json"));
 }
+
+#[test]
+fn taste_labels_themes_and_the_taste_score_come_from_the_album() {
+    use keepers::app::taste::{LabelSource, TastePrefs, ThemeSource};
+    let mut st = AlbumState::new(std::path::Path::new("/album"));
+    for (id, name) in [(1, "wedding/a.jpg"), (2, "wedding/b.jpg"), (3, "party/c.jpg"), (4, "d.jpg"), (5, "party/e.jpg")] {
+        st.upsert(photo(id, name, None, Some(50.0)));
+    }
+    st.refresh();
+    let mut pick = Decision::default();
+    pick.mark_picked();
+    let mut reject = Decision::default();
+    reject.mark_rejected();
+    let mut three = Decision::default();
+    three.set_rating(3);
+    st.photos[0].decision = pick;
+    st.photos[1].decision = reject;
+    st.photos[2].decision = pick;
+    st.photos[3].decision = three;
+    // Picks vs rejects: only flagged photos are labels.
+    let prefs = TastePrefs::default();
+    let l = prefs.labels(&st);
+    assert_eq!(l.iter().map(|l| (l.id, l.keep)).collect::<Vec<_>>(), vec![(1, true), (2, false), (3, true)]);
+    // Stars: rated photos only, keep at or above the threshold.
+    let stars = TastePrefs { source: LabelSource::Stars, keep_stars: 3, ..TastePrefs::default() };
+    assert_eq!(stars.labels(&st).iter().map(|l| (l.id, l.keep, l.grade)).collect::<Vec<_>>(), vec![(4, true, 3.0)]);
+    // Themes: one per folder; none when off or when the labels lie in one folder.
+    assert!(prefs.themes(&st, &l).0.is_empty());
+    let folders = TastePrefs { themes: ThemeSource::Folders, ..TastePrefs::default() };
+    let (themes, of) = folders.themes(&st, &l);
+    assert_eq!(themes, vec!["party".to_string(), "wedding".to_string()]);
+    assert_eq!((of[&1], of[&2], of[&3]), (1, 1, 0));
+    assert_eq!(
+        keepers::app::taste::theme_of(ThemeSource::Folders, std::path::Path::new("/album"), std::path::Path::new("/album/d.jpg"))
+            .as_deref(),
+        Some("album")
+    );
+    let only_wedding: Vec<_> = l.iter().copied().filter(|l| l.id != 3).collect();
+    assert!(folders.themes(&st, &only_wedding).0.is_empty());
+    // A taste score, once there is one, is the grid's score (in percent); quality otherwise.
+    assert_eq!(st.photos[0].score(), Some(50.0));
+    st.photos[0].taste = Some(0.8);
+    assert!((st.photos[0].score().unwrap() - 80.0).abs() < 1e-4);
+    // "Label these next" limits the grid to the suggestion until cleared.
+    st.only = Some(vec![5, 4]);
+    st.refresh();
+    let mut shown = names(&st);
+    shown.sort();
+    assert_eq!(shown, vec!["d.jpg", "e.jpg"]);
+    st.only = None;
+    st.refresh();
+    assert_eq!(st.visible.len(), 5);
+}

@@ -85,13 +85,13 @@ fn split(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
 
 fn examples<'a>(sys: TasteSystem, idx: &[usize]) -> Vec<Example<'a>> {
     let l = live();
-    idx.iter().map(|&i| Example { features: sys.input_of(&l.feats[i]), keep: l.keep[i] }).collect()
+    idx.iter().map(|&i| Example { features: sys.input_of(&l.feats[i]), keep: l.keep[i], theme: None }).collect()
 }
 
 fn train_default(n: usize, seed: u64) -> (TasteProfile, Vec<usize>) {
     let cfg = TasteConfig::default();
     let (tr, te) = split(n, seed);
-    let p = taste::train("test", &examples(cfg.system, &tr), &[], &cfg, &live().sha, |_| true).unwrap();
+    let p = taste::train("test", &examples(cfg.system, &tr), &[], &cfg, &[], &live().sha, |_| true).unwrap();
     (p, te)
 }
 
@@ -126,6 +126,82 @@ fn taste_losses_match_numerical_gradients() {
         assert!(r.checked == d + 1 && r.max_numeric > 1e-3, "{r:?}");
         assert!(r.max_scaled_err < 1e-7, "{procedure:?}: {r:?}");
     }
+}
+
+#[test]
+fn the_theme_conditioned_objective_matches_numerical_gradients() {
+    // What `train` minimises with themes: logits + onehot c, the taste loss, L2 on w and on c.
+    for (procedure, p) in [(Procedure::Logistic, 1), (Procedure::MpAda, 4)] {
+        let (b, d, t) = (6, 5, 3);
+        let (z, w, bias, y, a) = loss_case(b, p, d, 11);
+        let mut rng = common::Rng::new(12);
+        let c = Var::from_tensor(&rng.randn(t, 0.5).unwrap()).unwrap();
+        // Photo 5 has no theme (a zero row): it reads the shared score.
+        let onehot =
+            Tensor::new(&[[1f64, 0., 0.], [0., 1., 0.], [0., 0., 1.], [1., 0., 0.], [0., 1., 0.], [0., 0., 0.]], &Device::Cpu).unwrap();
+        let f = || {
+            taste::taste_objective(
+                procedure,
+                &z,
+                (b, p),
+                w.as_tensor(),
+                bias.as_tensor(),
+                Some((&onehot, c.as_tensor())),
+                &y,
+                &a,
+                (0.3, 0.2),
+            )
+        };
+        let r = check_gradients(&[&w, &bias, &c], f, 1e-6, 100).unwrap();
+        assert!(r.checked == d + 1 + t && r.max_numeric > 1e-3, "{r:?}");
+        assert!(r.max_scaled_err < 1e-7, "{procedure:?}: {r:?}");
+        // Without themes it is exactly the plain loss on the plain logits.
+        let plain = taste::taste_objective(procedure, &z, (b, p), w.as_tensor(), bias.as_tensor(), None, &y, &a, (0.3, 0.2)).unwrap();
+        let s = z.matmul(&w.as_tensor().unsqueeze(1).unwrap()).unwrap().reshape((b, p)).unwrap().broadcast_add(bias.as_tensor()).unwrap();
+        let want = taste_loss(procedure, &s, &y, &a, w.as_tensor(), 0.3).unwrap();
+        assert_eq!(plain.to_scalar::<f64>().unwrap(), want.to_scalar::<f64>().unwrap());
+    }
+}
+
+#[test]
+fn themes_learn_each_shoots_own_leniency_and_survive_the_file() {
+    // Two "shoots" of real LIVE photos: in "lenient" 3 of 4 labelled photos were kept, in
+    // "strict" 1 of 4. The profile's theme terms must say so; both still rank within a theme.
+    let l = live();
+    let keeps: Vec<usize> = (0..l.keep.len()).filter(|&i| l.keep[i]).collect();
+    let rejects: Vec<usize> = (0..l.keep.len()).filter(|&i| !l.keep[i]).collect();
+    let sys = TasteSystem::MP_ADA_NATIVE;
+    let mut ex = Vec::new();
+    for (theme, nk, nr) in [(0usize, 30, 10), (1usize, 10, 30)] {
+        let (k0, r0) = if theme == 0 { (0, 0) } else { (30, 10) };
+        for &i in &keeps[k0..k0 + nk] {
+            ex.push(Example { features: sys.input_of(&l.feats[i]), keep: true, theme: Some(theme) });
+        }
+        for &i in &rejects[r0..r0 + nr] {
+            ex.push(Example { features: sys.input_of(&l.feats[i]), keep: false, theme: Some(theme) });
+        }
+    }
+    let themes = vec!["lenient".to_string(), "strict".to_string()];
+    let cfg = TasteConfig { system: sys, ..TasteConfig::default() };
+    let p = taste::train("themes", &ex, &[], &cfg, &themes, &l.sha, |_| true).unwrap();
+    assert_eq!(p.themes, themes);
+    assert_eq!(p.weights.themes.len(), 2);
+    assert!(p.weights.themes[0] > p.weights.themes[1] + 0.5, "lenient above strict: {:?}", p.weights.themes);
+    // Held-out photos: the same photo scores higher as "lenient", and ranking within a theme holds.
+    let held: Vec<usize> = keeps[40..70].iter().chain(&rejects[40..70]).copied().collect();
+    let truth: Vec<bool> = held.iter().map(|&i| l.keep[i]).collect();
+    for &i in &held {
+        let x = sys.input_of(&l.feats[i]);
+        assert!(p.score_as(x, "lenient").unwrap().unwrap() > p.score_as(x, "strict").unwrap().unwrap());
+    }
+    assert!(p.score_as(sys.input_of(&l.feats[0]), "no such theme").is_none());
+    let s: Vec<f64> = held.iter().map(|&i| p.score_as(sys.input_of(&l.feats[i]), "strict").unwrap().unwrap() as f64).collect();
+    assert!(roc_auc(&s, &truth).unwrap() > 0.75, "AUC within a theme {}", roc_auc(&s, &truth).unwrap());
+    // The file keeps the themes; a profile without themes still loads as before.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.keepers-taste");
+    p.save(&path).unwrap();
+    assert_eq!(TasteProfile::load(&path).unwrap(), p);
 }
 
 #[test]
@@ -237,7 +313,7 @@ fn training_reports_progress_and_stops_when_cancelled() {
     let val_idx: Vec<usize> = te.iter().copied().step_by(3).take(60).collect();
     let (train, val) = (examples(cfg.system, &tr), examples(cfg.system, &val_idx));
     let mut seen = Vec::new();
-    let r = taste::train("cancel", &train, &val, &cfg, "", |p| {
+    let r = taste::train("cancel", &train, &val, &cfg, &[], "", |p| {
         seen.push(*p);
         p.step < 7
     });
@@ -250,7 +326,7 @@ fn training_reports_progress_and_stops_when_cancelled() {
 
     // Uncancelled: the loss falls, the curve ends with the stored validation figure.
     let mut curve = Vec::new();
-    let p = taste::train("full", &train, &val, &cfg, "", |p| {
+    let p = taste::train("full", &train, &val, &cfg, &[], "", |p| {
         curve.push(*p);
         true
     })
@@ -262,7 +338,7 @@ fn training_reports_progress_and_stops_when_cancelled() {
 
     // Too few labels of a class is an error, not a profile.
     let keeps: Vec<usize> = tr.iter().copied().filter(|&i| live().keep[i]).collect();
-    let r = taste::train("one-sided", &examples(cfg.system, &keeps), &[], &cfg, "", |_| true);
+    let r = taste::train("one-sided", &examples(cfg.system, &keeps), &[], &cfg, &[], "", |_| true);
     assert!(matches!(r, Err(TasteError::TooFewLabels { reject: 0, .. })), "{r:?}");
 }
 

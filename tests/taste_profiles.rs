@@ -31,9 +31,9 @@ fn small_profile(name: &str, seed: u64) -> TasteProfile {
             Tensor::from_vec(v, (2, taste::FEATURE_DIM), &Device::Cpu).unwrap()
         })
         .collect();
-    let ex: Vec<Example> = feats.iter().enumerate().map(|(i, f)| Example { features: f, keep: i % 2 == 0 }).collect();
+    let ex: Vec<Example> = feats.iter().enumerate().map(|(i, f)| Example { features: f, keep: i % 2 == 0, theme: None }).collect();
     let cfg = TasteConfig { system: TasteSystem::MP_ADA_GRID, steps: 20, ..TasteConfig::default() };
-    taste::train(name, &ex, &[], &cfg, "sha", |_| true).unwrap()
+    taste::train(name, &ex, &[], &cfg, &[], "sha", |_| true).unwrap()
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -257,6 +257,8 @@ fn request(s: &Scored, steps: usize) -> TrainRequest {
         labels,
         baseline: s.quality.clone(),
         config: TasteConfig { system: TasteSystem::MP_ADA_GRID, steps, ..TasteConfig::default() },
+        themes: Vec::new(),
+        theme_of: HashMap::new(),
         holdout: 0.3,
         seed: 0,
     }
@@ -340,7 +342,10 @@ fn the_taste_service_trains_checks_saves_scores_and_stops_cleanly() {
         match next_event(&t) {
             TasteEvent::Scores { file: f, scores } => {
                 assert_eq!(f, file);
-                got.extend(scores);
+                got.extend(scores.into_iter().map(|(id, p, themed)| {
+                    assert!(themed.is_empty(), "no themes in this profile");
+                    (id, p)
+                }));
             }
             e => panic!("unexpected {e:?}"),
         }
@@ -354,4 +359,33 @@ fn the_taste_service_trains_checks_saves_scores_and_stops_cleanly() {
     assert!(mean(&KEEP) > mean(&REJECT), "trained on them: keeps {} > rejects {}", mean(&KEEP), mean(&REJECT));
     // MP-ada bags have one size in training.
     assert_eq!(TRAIN_PATCHES, 16);
+
+    // With the user's themes (two "folders"), the profile carries them and scores each photo per theme.
+    let mut r = request(&s, 100);
+    r.themes = vec!["nature".into(), "studio".into()];
+    r.theme_of = r.labels.iter().enumerate().map(|(i, l)| (l.id, (i % 2 == 1) as usize)).collect();
+    t.submit(TasteJob::Train(r)).ok().unwrap();
+    let (file, profile) = loop {
+        match next_event(&t) {
+            TasteEvent::Progress(_) => {}
+            TasteEvent::Trained { file, profile, .. } => break (file, profile),
+            e => panic!("unexpected {e:?}"),
+        }
+    };
+    assert_eq!(profile.themes, vec!["nature".to_string(), "studio".to_string()]);
+    assert_eq!(TasteProfile::load(&store.path_of(&file)).unwrap().themes, profile.themes);
+    t.submit(TasteJob::Score { file: file.clone(), profile: profile.clone(), ids: all[..3].to_vec() }).ok().unwrap();
+    match next_event(&t) {
+        TasteEvent::Scores { scores, .. } => {
+            assert_eq!(scores.len(), 3);
+            for (id, shared, themed) in scores {
+                let x = Tensor::from_vec(feats[&id].clone(), (feats[&id].len() / taste::FEATURE_DIM, taste::FEATURE_DIM), &Device::Cpu)
+                    .unwrap();
+                assert_eq!(themed.len(), 2);
+                assert!((profile.score_as(&x, "studio").unwrap().unwrap() - themed[1]).abs() < 1e-6);
+                assert!((profile.score(&x).unwrap() - shared).abs() < 1e-6);
+            }
+        }
+        e => panic!("unexpected {e:?}"),
+    }
 }

@@ -533,9 +533,10 @@ impl KeepersApp {
                 match ev {
                     TasteEvent::Scores { file, scores } => {
                         if self.active_profile.as_ref().is_some_and(|a| a.file == file) {
-                            for (id, s) in scores {
+                            for (id, s, themed) in scores {
                                 if let Some(p) = session.state.photo_mut(id) {
                                     p.taste = Some(s);
+                                    p.taste_by_theme = themed;
                                 }
                             }
                             session.refresh = true;
@@ -796,10 +797,12 @@ impl KeepersApp {
             self.save_settings();
         }
         self.active_profile = profile;
+        self.ui.theme = None;
         if let Some(s) = self.session.as_mut() {
             s.to_taste.clear();
             for p in &mut s.state.photos {
                 p.taste = None;
+                p.taste_by_theme.clear();
             }
             if self.active_profile.is_some() {
                 s.to_taste = s.state.photos.iter().filter(|p| matches!(p.scores, ScoreState::Ready(_))).map(|p| p.id).collect();
@@ -917,7 +920,17 @@ impl KeepersApp {
         }
         let baseline = st.photos.iter().filter_map(|p| p.quality().map(|q| (p.id, q as f64))).collect();
         let name = if self.taste_ui.name.trim().is_empty() { "Taste".to_string() } else { self.taste_ui.name.trim().to_string() };
-        let req = TrainRequest { name, labels: labels.clone(), baseline, config: prefs.config(), holdout: prefs.holdout, seed: prefs.seed };
+        let (themes, theme_of) = prefs.themes(st, &labels);
+        let req = TrainRequest {
+            name,
+            labels: labels.clone(),
+            baseline,
+            config: prefs.config(),
+            themes,
+            theme_of,
+            holdout: prefs.holdout,
+            seed: prefs.seed,
+        };
         match t.submit(TasteJob::Train(req)) {
             Ok(()) => {
                 self.taste_ui.running = Some(taste::RunView { labels: labels.len(), ..Default::default() });

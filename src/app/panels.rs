@@ -306,11 +306,14 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             ui.label(RichText::new(format!("Style labels: {NOT_TRAINED}")).color(style::MUTED));
             ui.add_space(4.0);
             ui.label(RichText::new("Theme").strong());
-            let theme_text = app.ui.theme.map_or("Choose a theme…", |t| THEMES[t]);
+            // The active profile's own themes when it learned some, else the AVA themes (untrained).
+            let user_themes: &[String] = app.active_profile.as_ref().map_or(&[], |a| &a.profile.themes);
+            let names: Vec<&str> = if user_themes.is_empty() { THEMES.to_vec() } else { user_themes.iter().map(String::as_str).collect() };
+            let theme_text = app.ui.theme.and_then(|t| names.get(t).copied()).unwrap_or("Choose a theme…");
             let mut theme = app.ui.theme;
             let r = egui::ComboBox::from_id_salt("theme").selected_text(theme_text).show_ui(ui, |ui| {
                 ui.selectable_value(&mut theme, None, "None");
-                for (i, t) in THEMES.iter().enumerate() {
+                for (i, t) in names.iter().enumerate() {
                     ui.selectable_value(&mut theme, Some(i), *t);
                 }
             });
@@ -318,8 +321,21 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             if theme != app.ui.theme {
                 out.push(Command::SetTheme(theme));
             }
-            if let Some(t) = app.ui.theme {
-                ui.label(RichText::new(format!("Score as {}: {NOT_TRAINED}", THEMES[t])).color(style::MUTED));
+            if let Some(t) = app.ui.theme.filter(|&t| t < names.len()) {
+                match (user_themes.is_empty(), p.taste_by_theme.get(t)) {
+                    (true, _) => {
+                        ui.label(RichText::new(format!("Score as {}: {NOT_TRAINED}", names[t])).color(style::MUTED));
+                    }
+                    (false, Some(v)) => {
+                        ui.add(egui::ProgressBar::new(*v).text(format!("{:.0} % keep as “{}”", v * 100.0, names[t])))
+                            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Theme score"));
+                    }
+                    (false, None) => {
+                        ui.label(RichText::new("not scored yet").color(style::MUTED));
+                    }
+                }
+            } else if !user_themes.is_empty() {
+                ui.label(RichText::new(format!("{} themes learned by this profile", user_themes.len())).small().color(style::MUTED));
             }
             ui.separator();
             ui.label(RichText::new("Content").strong());

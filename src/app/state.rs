@@ -53,6 +53,8 @@ pub struct Photo {
     pub scores: ScoreState,
     /// Keep probability (0..1) under the active taste profile, once the taste service scored it.
     pub taste: Option<f32>,
+    /// The same conditioned on each of the active profile's themes (empty without themes).
+    pub taste_by_theme: Vec<f32>,
 }
 
 impl Photo {
@@ -73,6 +75,7 @@ impl Photo {
             thumb: ThumbState::Pending,
             scores: ScoreState::Pending,
             taste: None,
+            taste_by_theme: Vec::new(),
         }
     }
 
@@ -258,7 +261,8 @@ impl AlbumState {
         if let Some(&i) = self.index.get(&p.id) {
             let old = &mut self.photos[i];
             let (thumb, scores, taste) = (std::mem::take(&mut old.thumb), std::mem::take(&mut old.scores), old.taste);
-            *old = Photo { thumb, scores, taste, ..p };
+            let taste_by_theme = std::mem::take(&mut old.taste_by_theme);
+            *old = Photo { thumb, scores, taste, taste_by_theme, ..p };
             return i;
         }
         let i = self.photos.len();

@@ -41,6 +41,44 @@ impl LabelSource {
     }
 }
 
+/// Where the user's themes come from (paper 003's theme input, with the user's own themes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ThemeSource {
+    /// One score for every photo.
+    #[default]
+    None,
+    /// Each sub-folder of the album (a shoot) is a theme; photos directly in the album folder
+    /// share the album's own.
+    Folders,
+}
+
+impl ThemeSource {
+    pub const ALL: [ThemeSource; 2] = [ThemeSource::None, ThemeSource::Folders];
+    pub fn label(self) -> &'static str {
+        match self {
+            ThemeSource::None => "No themes",
+            ThemeSource::Folders => "One theme per folder",
+        }
+    }
+}
+
+/// The theme of a photo under `source`: its folder relative to the album root (the root's own
+/// name for photos directly in it).
+pub fn theme_of(source: ThemeSource, root: &std::path::Path, path: &std::path::Path) -> Option<String> {
+    match source {
+        ThemeSource::None => None,
+        ThemeSource::Folders => {
+            let dir = path.parent()?;
+            let rel = dir.strip_prefix(root).ok()?;
+            Some(if rel.as_os_str().is_empty() {
+                root.file_name().map_or_else(|| "album".into(), |n| n.to_string_lossy().into_owned())
+            } else {
+                rel.to_string_lossy().into_owned()
+            })
+        }
+    }
+}
+
 /// Training preferences, saved with the settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -54,6 +92,7 @@ pub struct TastePrefs {
     /// Fraction of each class held out to check the profile.
     pub holdout: f64,
     pub seed: u64,
+    pub themes: ThemeSource,
 }
 
 impl Default for TastePrefs {
@@ -68,6 +107,7 @@ impl Default for TastePrefs {
             l2: c.l2,
             holdout: 0.3,
             seed: 0,
+            themes: ThemeSource::None,
         }
     }
 }
@@ -76,6 +116,23 @@ impl TastePrefs {
     pub fn config(&self) -> TasteConfig {
         let system = TasteSystem { procedure: self.procedure, input: crate::train::taste::TasteInput::Grid };
         TasteConfig { system, steps: self.steps.max(1), lr: self.lr, l2: self.l2, ..TasteConfig::default() }
+    }
+
+    /// The user's themes of the labelled photos (sorted) and each labelled photo's theme index;
+    /// empty when themes are off or the labels span fewer than two.
+    pub fn themes(&self, st: &AlbumState, labels: &[Labelled]) -> (Vec<String>, std::collections::HashMap<i64, usize>) {
+        let of: Vec<(i64, String)> = labels
+            .iter()
+            .filter_map(|l| st.index_of(l.id).and_then(|i| theme_of(self.themes, &st.root, &st.photos[i].path)).map(|t| (l.id, t)))
+            .collect();
+        let mut names: Vec<String> = of.iter().map(|(_, t)| t.clone()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() < 2 {
+            return (Vec::new(), Default::default());
+        }
+        let index = of.into_iter().map(|(id, t)| (id, names.binary_search(&t).expect("listed"))).collect();
+        (names, index)
     }
 
     /// The album's labels under these preferences (photo id, keep, grade).
@@ -260,6 +317,25 @@ pub fn panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 }
             });
             ui.label(format!("{keeps} keeps · {} rejects labelled", labels.len() - keeps));
+            ui.horizontal(|ui| {
+                let r = egui::ComboBox::from_id_salt("taste_themes").selected_text(prefs.themes.label()).show_ui(ui, |ui| {
+                    for s in ThemeSource::ALL {
+                        ui.selectable_value(&mut prefs.themes, s, s.label());
+                    }
+                });
+                named(&r.response, "Themes");
+                r.response.on_hover_text(
+                    "Themes let one profile score photos differently per shoot: each folder gets its own adjustment of the shared score (paper 003's theme input).",
+                );
+                if prefs.themes != ThemeSource::None {
+                    let (names, _) = app.state().map(|s| prefs.themes(s, &labels)).unwrap_or_default();
+                    ui.label(if names.is_empty() {
+                        "the labels are all in one folder".to_string()
+                    } else {
+                        format!("{} themes: {}", names.len(), names.join(", "))
+                    });
+                }
+            });
             if ui.button("Label these next").on_hover_text(
                 "Shows the unlabelled photos whose decision would teach the profile most: the ones it is least sure about, one per look-alike group.",
             ).clicked() {

@@ -274,7 +274,8 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
         Some(Command::Bench {
-            what: BenchWhat::Taste { data, images, systems, labels, draws, seed, steps, lr, l2, per_dim_scale, no_untuned, cache, out, active },
+            what:
+                BenchWhat::Taste { data, images, systems, labels, draws, seed, steps, lr, l2, per_dim_scale, no_untuned, cache, out, active },
         }) => taste::run(taste::TasteBenchArgs {
             data: &data,
             images: images.as_deref(),

@@ -102,7 +102,8 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let keep_of = |i: usize| keeps.contains(&i);
     if let Some(max_labels) = a.active {
-        let cfg = TasteConfig { system: systems[0], steps: a.steps, lr: a.lr, l2: a.l2[0], per_dim_scale: a.per_dim_scale, ..Default::default() };
+        let cfg =
+            TasteConfig { system: systems[0], steps: a.steps, lr: a.lr, l2: a.l2[0], per_dim_scale: a.per_dim_scale, ..Default::default() };
         return run_active(&a, &cfg, &feats, &keeps, &rejects, max_labels, &sha);
     }
     println!(
@@ -178,10 +179,10 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
             let mut aucs = Vec::new();
             let mut secs = Vec::new();
             for (tr, te) in draws.iter().zip(&tests) {
-                let ex = |i: &usize| Example { features: cfg.system.input_of(feats[*i]), keep: keep_of(*i) };
+                let ex = |i: &usize| Example { features: cfg.system.input_of(feats[*i]), keep: keep_of(*i), theme: None };
                 let train: Vec<Example> = tr.iter().map(ex).collect();
                 let t = std::time::Instant::now();
-                let profile = taste::train("bench", &train, &[], cfg, &sha, |_| true)?;
+                let profile = taste::train("bench", &train, &[], cfg, &[], &sha, |_| true)?;
                 secs.push(t.elapsed().as_secs_f64());
                 let scores = te.iter().map(|&i| profile.score_photo(feats[i]).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
                 aucs.push(roc_auc(&scores, &te.iter().map(|&i| keep_of(i)).collect::<Vec<_>>()).unwrap());
@@ -269,9 +270,11 @@ fn run_active(
             let mut pool: Vec<usize> = pk.iter().chain(&pr).copied().filter(|i| !labelled.contains(i)).collect();
             let mut srng = rng.fork(si as u64);
             for (ci, &n) in counts.iter().enumerate() {
-                let train: Vec<Example> =
-                    labelled.iter().map(|&i| Example { features: cfg.system.input_of(feats[i]), keep: keep_set.contains(&i) }).collect();
-                let profile = taste::train("bench", &train, &[], cfg, sha, |_| true)?;
+                let train: Vec<Example> = labelled
+                    .iter()
+                    .map(|&i| Example { features: cfg.system.input_of(feats[i]), keep: keep_set.contains(&i), theme: None })
+                    .collect();
+                let profile = taste::train("bench", &train, &[], cfg, &[], sha, |_| true)?;
                 let scores = test.iter().map(|&i| profile.score_photo(feats[i]).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
                 auc[si][ci].push(roc_auc(&scores, &test_keep).unwrap());
                 if ci + 1 == counts.len() {
@@ -303,11 +306,7 @@ fn run_active(
         let gains: Vec<f64> = auc[1][ci].iter().zip(&auc[0][ci]).map(|(x, y)| x - y).collect();
         println!("{n:>6} {:>16} {:>16} {:>+10.3}", fmt_ms(&auc[0][ci]), fmt_ms(&auc[1][ci]), mean_std(&gains).0);
     }
-    println!(
-        "keep share of the photos asked for: random {:.2}, active {:.2}",
-        mean_std(&keep_share[0]).0,
-        mean_std(&keep_share[1]).0
-    );
+    println!("keep share of the photos asked for: random {:.2}, active {:.2}", mean_std(&keep_share[0]).0, mean_std(&keep_share[1]).0);
     if let Some(out) = a.out {
         let doc = serde_json::json!({
             "data": a.data.display().to_string(), "draws": a.draws, "seed": a.seed, "system": cfg.system.name(), "config": cfg,

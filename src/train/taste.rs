@@ -14,6 +14,14 @@
 //!   differentiated through (eq. 8); with all `a_b` equal and `l2 = 0` it is exactly
 //!   [`super::losses::mp_ada_from_log_probs`]. At test time the patch probabilities are averaged.
 //!
+//! **Themes** (the user's own, e.g. one per shoot or folder): paper 003's THEME-EMD feeds a theme
+//! one-hot through FC + ReLU and concatenates it with the image feature before the head; with a
+//! linear head that adds a learned per-theme term to the logit. Here: `s = w · z(x) + b + c_t`
+//! for a photo of theme `t`, with a unit Gaussian prior on each `c_t` (in logit units: a theme
+//! moves the odds by about e^±1 unless its labels say more), i.e. a penalty `|c|^2 / (2B)` on the
+//! mean loss over `B` photos, so a theme with few labels stays close to the shared score. Scoring without a theme gives the shared score (`c = 0`);
+//! [`TasteProfile::score_as`] gives the theme-conditioned one.
+//!
 //! The per-photo weights `a_b` balance the classes (each class weighs half), because a
 //! photographer's rejects usually outnumber their keeps. Both losses are new here, and are
 //! gradient-checked in `tests/taste.rs` ([`super::gradcheck`]).
@@ -23,7 +31,8 @@
 //! and, every `eval_every` steps, the held-out ROC AUC on an optional validation set, and stops
 //! when the progress callback says so ([`TasteError::Cancelled`]).
 //!
-//! File format: one safetensors file (tensors `mean`, `scale`, `w`, `b`, f32) whose header
+//! File format: one safetensors file (tensors `mean`, `scale`, `w`, `b`, and `themes` when the
+//! profile has themes, f32) whose header
 //! metadata holds `format` = [`FORMAT`] and `profile` = the JSON of [`ProfileMeta`]. It is
 //! written beside its destination and renamed into place, so a crash never leaves half a
 //! profile; a truncated or corrupt file loads as [`TasteError::Corrupt`], never a panic.
@@ -211,6 +220,8 @@ pub struct TasteWeights {
     pub scale: Vec<f32>,
     pub w: Vec<f32>,
     pub b: f32,
+    /// Per-theme logit terms `c_t`, in the order of [`TasteProfile::themes`] (empty: no themes).
+    pub themes: Vec<f32>,
 }
 
 /// Everything about a profile but its weights (the file's `profile` metadata).
@@ -225,6 +236,9 @@ pub struct ProfileMeta {
     pub config: TasteConfig,
     /// sha256 of the backbone weights the features came from (empty when unknown).
     pub backbone_sha256: String,
+    /// The user's themes the profile conditions on (empty: none).
+    #[serde(default)]
+    pub themes: Vec<String>,
 }
 
 /// A trained taste profile.
@@ -237,14 +251,35 @@ pub struct TasteProfile {
     pub metrics: TasteMetrics,
     pub config: TasteConfig,
     pub backbone_sha256: String,
+    /// The user's themes, in the order of `weights.themes`.
+    pub themes: Vec<String>,
     pub weights: TasteWeights,
 }
 
-/// One labelled photo: its input features `(P, D)` and whether it was kept.
+/// One labelled photo: its input features `(P, D)`, whether it was kept, and its theme (an index
+/// into the run's theme names) when the profile learns themes.
 #[derive(Debug, Clone)]
 pub struct Example<'a> {
     pub features: &'a Tensor,
     pub keep: bool,
+    pub theme: Option<usize>,
+}
+
+/// Per-patch logits `(B, P)` of standardised features `z (B*P, D)`: `z w + b`, plus `onehot (B, T)
+/// c` per photo when themes are given (see the module docs).
+pub fn taste_logits(
+    z: &Tensor,
+    b: usize,
+    p: usize,
+    w: &Tensor,
+    bias: &Tensor,
+    themes: Option<(&Tensor, &Tensor)>,
+) -> candle_core::Result<Tensor> {
+    let s = z.matmul(&w.unsqueeze(1)?)?.reshape((b, p))?.broadcast_add(bias)?;
+    match themes {
+        None => Ok(s),
+        Some((onehot, c)) => s.broadcast_add(&onehot.matmul(&c.unsqueeze(1)?)?),
+    }
 }
 
 /// Log-probability of the correct class from logits `s` and signs `t = 2y - 1` (same shape):
@@ -343,19 +378,59 @@ fn standardiser(x: &Tensor, per_dim: bool) -> candle_core::Result<(Tensor, Tenso
     Ok((mean, scale))
 }
 
+/// The training objective on standardised features `z (B*P, D)`: [`taste_logits`] then
+/// [`taste_loss`], plus `(theme_l2 / 2) |c|^2` on the theme terms when there are themes. What
+/// [`train`] minimises (gradient-checked in `tests/taste.rs`).
+#[allow(clippy::too_many_arguments)]
+pub fn taste_objective(
+    procedure: Procedure,
+    z: &Tensor,
+    (b, p): (usize, usize),
+    w: &Tensor,
+    bias: &Tensor,
+    themes: Option<(&Tensor, &Tensor)>,
+    y: &Tensor,
+    a: &Tensor,
+    (l2, theme_l2): (f64, f64),
+) -> candle_core::Result<Tensor> {
+    let s = taste_logits(z, b, p, w, bias, themes)?;
+    let loss = taste_loss(procedure, &s, y, a, w, l2)?;
+    match themes {
+        None => Ok(loss),
+        Some((_, c)) => loss + (c.sqr()?.sum_all()? * (theme_l2 / 2.0))?,
+    }
+}
+
+/// `(B, T)` one-hot rows of the examples' themes (all zero for a photo without one).
+fn theme_onehot(set: &[Example], t: usize, dtype: DType) -> Result<Tensor, TasteError> {
+    let mut v = vec![0f32; set.len() * t];
+    for (i, e) in set.iter().enumerate() {
+        if let Some(k) = e.theme {
+            if k >= t {
+                return Err(TasteError::Input(format!("theme {k} of {t}")));
+            }
+            v[i * t + k] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(v, (set.len(), t), &Device::Cpu)?.to_dtype(dtype)?)
+}
+
 /// Seconds since the Unix epoch, now.
 fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Trains a profile on `train` (with at least `min_per_class` keeps and rejects), reporting
+/// Trains a profile on `train` (with at least `min_per_class` keeps and rejects), conditioned on
+/// `themes` when not empty (the examples' theme indices point into it), reporting
 /// every step to `progress`; `validation` (never trained on) is scored every
 /// `cfg.eval_every` steps. `progress` returning false cancels: [`TasteError::Cancelled`].
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     name: &str,
     train: &[Example],
     validation: &[Example],
     cfg: &TasteConfig,
+    themes: &[String],
     backbone_sha256: &str,
     mut progress: impl FnMut(&Progress) -> bool,
 ) -> Result<TasteProfile, TasteError> {
@@ -376,16 +451,22 @@ pub fn train(
     let bias = Var::zeros(1, DType::F32, &dev)?;
     let y = Tensor::new(keep.iter().map(|&k| k as u8 as f32).collect::<Vec<_>>(), &dev)?;
     let a = Tensor::new(class_weights(&keep, cfg.balance).iter().map(|&v| v as f32).collect::<Vec<_>>(), &dev)?;
-    let group = ParamGroup::new("taste", vec![("w".to_string(), w.clone()), ("b".to_string(), bias.clone())]);
+    let t = themes.len();
+    let c = Var::zeros(t.max(1), DType::F32, &dev)?;
+    let onehot = if t > 0 { Some(theme_onehot(train, t, DType::F32)?) } else { None };
+    let mut vars = vec![("w".to_string(), w.clone()), ("b".to_string(), bias.clone())];
+    if t > 0 {
+        vars.push(("themes".to_string(), c.clone()));
+    }
+    let group = ParamGroup::new("taste", vars);
     let mut opt = AdamW::new(vec![group], AdamWConfig { lr: cfg.lr, weight_decay: 0.0, ..Default::default() })
         .map_err(|e| TasteError::Input(e.to_string()))?;
     let zflat = z.reshape((b * p, d))?;
-    let logits =
-        |w: &Tensor, bias: &Tensor| -> candle_core::Result<Tensor> { zflat.matmul(&w.unsqueeze(1)?)?.reshape((b, p))?.broadcast_add(bias) };
     let mut final_loss = f64::NAN;
     let mut steps = 0;
     for step in 0..cfg.steps {
-        let loss = taste_loss(procedure, &logits(w.as_tensor(), bias.as_tensor())?, &y, &a, w.as_tensor(), cfg.l2)?;
+        let th = onehot.as_ref().map(|o| (o, c.as_tensor()));
+        let loss = taste_objective(procedure, &zflat, (b, p), w.as_tensor(), bias.as_tensor(), th, &y, &a, (cfg.l2, 1.0 / b as f64))?;
         final_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !final_loss.is_finite() {
             return Err(TasteError::Input(format!("the loss diverged at step {step} (lr {} too high?)", cfg.lr)));
@@ -393,7 +474,7 @@ pub fn train(
         opt.step(&loss.backward()?).map_err(|e| TasteError::Input(e.to_string()))?;
         steps = step + 1;
         let validation_auc = if !validation.is_empty() && cfg.eval_every > 0 && (steps % cfg.eval_every == 0 || steps == cfg.steps) {
-            let weights = snapshot(&mean, &scale, &w, &bias)?;
+            let weights = snapshot(&mean, &scale, &w, &bias, (t > 0).then_some(&c))?;
             auc_of(&weights, procedure, validation)?
         } else {
             None
@@ -402,7 +483,7 @@ pub fn train(
             return Err(TasteError::Cancelled);
         }
     }
-    let weights = snapshot(&mean, &scale, &w, &bias)?;
+    let weights = snapshot(&mean, &scale, &w, &bias, (t > 0).then_some(&c))?;
     let train_auc = auc_of(&weights, procedure, train)?;
     let validation_auc = if validation.is_empty() { None } else { auc_of(&weights, procedure, validation)? };
     let metrics = TasteMetrics {
@@ -423,16 +504,26 @@ pub fn train(
         metrics,
         config: cfg.clone(),
         backbone_sha256: backbone_sha256.to_string(),
+        themes: themes.to_vec(),
         weights,
     })
 }
 
-fn snapshot(mean: &Tensor, scale: &Tensor, w: &Var, b: &Var) -> candle_core::Result<TasteWeights> {
-    Ok(TasteWeights { mean: mean.to_vec1()?, scale: scale.to_vec1()?, w: w.as_tensor().to_vec1()?, b: b.as_tensor().to_vec1::<f32>()?[0] })
+fn snapshot(mean: &Tensor, scale: &Tensor, w: &Var, b: &Var, themes: Option<&Var>) -> candle_core::Result<TasteWeights> {
+    Ok(TasteWeights {
+        mean: mean.to_vec1()?,
+        scale: scale.to_vec1()?,
+        w: w.as_tensor().to_vec1()?,
+        b: b.as_tensor().to_vec1::<f32>()?[0],
+        themes: match themes {
+            Some(c) => c.as_tensor().to_vec1()?,
+            None => Vec::new(),
+        },
+    })
 }
 
 fn auc_of(weights: &TasteWeights, procedure: Procedure, set: &[Example]) -> Result<Option<f64>, TasteError> {
-    let scores = set.iter().map(|e| score_with(weights, procedure, e.features).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
+    let scores = set.iter().map(|e| score_with(weights, procedure, e.features, e.theme).map(f64::from)).collect::<Result<Vec<_>, _>>()?;
     Ok(roc_auc(&scores, &set.iter().map(|e| e.keep).collect::<Vec<_>>()))
 }
 
@@ -440,15 +531,19 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Probability of "keep" for one photo's input features `(P, D)`.
-fn score_with(weights: &TasteWeights, procedure: Procedure, features: &Tensor) -> Result<f32, TasteError> {
+/// Probability of "keep" for one photo's input features `(P, D)`, conditioned on a theme if given.
+fn score_with(weights: &TasteWeights, procedure: Procedure, features: &Tensor, theme: Option<usize>) -> Result<f32, TasteError> {
     let (p, d) = check_features(features)?;
     if weights.w.len() != d {
         return Err(TasteError::Input(format!("the profile has {} weights, the features {d} dimensions", weights.w.len())));
     }
     let rows = features.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let offset = match theme {
+        None => 0.0,
+        Some(t) => *weights.themes.get(t).ok_or_else(|| TasteError::Input(format!("theme {t} of {}", weights.themes.len())))?,
+    };
     let logit = |x: &[f32]| -> f32 {
-        let mut s = weights.b;
+        let mut s = weights.b + offset;
         for j in 0..d {
             s += weights.w[j] * (x[j] - weights.mean[j]) / weights.scale[j];
         }
@@ -506,7 +601,14 @@ impl TasteProfile {
     /// Probability that the person keeps the photo, from its input features `(P, 1280)`
     /// (`self.system.input`'s: the warp feature, the native patches or the ARP crops).
     pub fn score(&self, features: &Tensor) -> Result<f32, TasteError> {
-        score_with(&self.weights, self.system.procedure, features)
+        score_with(&self.weights, self.system.procedure, features, None)
+    }
+
+    /// [`Self::score`] conditioned on one of the profile's themes (by name); `None` when the
+    /// profile has no such theme.
+    pub fn score_as(&self, features: &Tensor, theme: &str) -> Option<Result<f32, TasteError>> {
+        let t = self.themes.iter().position(|n| n == theme)?;
+        Some(score_with(&self.weights, self.system.procedure, features, Some(t)))
     }
 
     /// [`Self::score`] on a photo's cached features (picks the profile's input).
@@ -523,6 +625,7 @@ impl TasteProfile {
             metrics: self.metrics.clone(),
             config: self.config.clone(),
             backbone_sha256: self.backbone_sha256.clone(),
+            themes: self.themes.clone(),
         }
     }
 
@@ -534,15 +637,16 @@ impl TasteProfile {
             ("format".to_string(), FORMAT.to_string()),
             ("profile".to_string(), serde_json::to_string(&self.meta()).expect("profile metadata serialises")),
         ]);
-        let bytes = serialize(
-            &[
-                ("mean", vec![d], &self.weights.mean),
-                ("scale", vec![d], &self.weights.scale),
-                ("w", vec![d], &self.weights.w),
-                ("b", vec![1], std::slice::from_ref(&self.weights.b)),
-            ],
-            &meta,
-        );
+        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
+            ("mean", vec![d], &self.weights.mean),
+            ("scale", vec![d], &self.weights.scale),
+            ("w", vec![d], &self.weights.w),
+            ("b", vec![1], std::slice::from_ref(&self.weights.b)),
+        ];
+        if !self.weights.themes.is_empty() {
+            tensors.push(("themes", vec![self.weights.themes.len()], &self.weights.themes));
+        }
+        let bytes = serialize(&tensors, &meta);
         let io = |source| TasteError::Io { path: path.to_owned(), source };
         let tmp = path.with_file_name(format!(
             ".{}.{}.tmp",
@@ -584,7 +688,8 @@ impl TasteProfile {
             Ok(v)
         };
         let d = FEATURE_DIM;
-        let weights = TasteWeights { mean: get("mean", d)?, scale: get("scale", d)?, w: get("w", d)?, b: get("b", 1)?[0] };
+        let themes = if m.themes.is_empty() { Vec::new() } else { get("themes", m.themes.len())? };
+        let weights = TasteWeights { mean: get("mean", d)?, scale: get("scale", d)?, w: get("w", d)?, b: get("b", 1)?[0], themes };
         if weights.scale.iter().any(|&s| s <= 0.0) {
             return Err("a non-positive scale".into());
         }
@@ -596,6 +701,7 @@ impl TasteProfile {
             metrics: m.metrics,
             config: m.config,
             backbone_sha256: m.backbone_sha256,
+            themes: m.themes,
             weights,
         })
     }

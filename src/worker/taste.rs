@@ -53,6 +53,9 @@ pub struct TrainRequest {
     /// Untuned score (technical quality) per photo id, for the held-out comparison.
     pub baseline: HashMap<i64, f64>,
     pub config: TasteConfig,
+    /// The user's themes to condition on (empty: none), and each labelled photo's theme.
+    pub themes: Vec<String>,
+    pub theme_of: HashMap<i64, usize>,
     /// Fraction of each class held out for the report and the validation curve.
     pub holdout: f64,
     pub seed: u64,
@@ -104,9 +107,10 @@ pub enum TasteEvent {
     TrainFailed(String),
     /// A run was cancelled (nothing saved).
     Cancelled,
+    /// Keep probabilities: (photo id, shared score, score conditioned on each of the profile's themes).
     Scores {
         file: String,
-        scores: Vec<(i64, f32)>,
+        scores: Vec<(i64, f32, Vec<f32>)>,
     },
     /// Photos of a scoring job without stored features (not scored by the quality model yet).
     ScoreMissing {
@@ -271,8 +275,9 @@ impl Service {
             };
             inputs.insert(l.id, x);
         }
-        let examples =
-            |set: &[Labelled]| -> Vec<Example<'_>> { set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep }).collect() };
+        let examples = |set: &[Labelled]| -> Vec<Example<'_>> {
+            set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep, theme: r.theme_of.get(&l.id).copied() }).collect()
+        };
         let (train_idx, held_idx) = split_holdout(&labels, r.holdout, r.seed);
         let train_set: Vec<Labelled> = train_idx.iter().map(|&i| labels[i]).collect();
         let held: Vec<Labelled> = held_idx.iter().map(|&i| labels[i]).collect();
@@ -321,14 +326,14 @@ impl Service {
         let report = if held.is_empty() {
             None
         } else {
-            let check = train(&r.name, &examples(&train_set), &examples(&held), &r.config, sha, |p| progress(Phase::Check, p))?;
+            let check = train(&r.name, &examples(&train_set), &examples(&held), &r.config, &r.themes, sha, |p| progress(Phase::Check, p))?;
             let profile_scores: Vec<f64> = held.iter().map(|l| check.score(&inputs[&l.id]).map(f64::from)).collect::<Result<_, _>>()?;
             let baseline: Option<Vec<f64>> = held.iter().map(|l| r.baseline.get(&l.id).copied()).collect();
             let train_keep = train_set.iter().filter(|l| l.keep).count();
             Some(HeldOutReport::new(&held, train_set.len(), train_keep, &profile_scores, baseline.as_deref()))
         };
         let final_cfg = TasteConfig { eval_every: 0, ..r.config.clone() };
-        let profile = train(&r.name, &examples(&labels), &[], &final_cfg, sha, |p| progress(Phase::Final, p))?;
+        let profile = train(&r.name, &examples(&labels), &[], &final_cfg, &r.themes, sha, |p| progress(Phase::Final, p))?;
         let report = report.unwrap_or_else(|| {
             let keep = labels.iter().filter(|l| l.keep).count();
             HeldOutReport::new(&[], labels.len(), keep, &[], None)
@@ -357,8 +362,14 @@ impl Service {
             let missing: Vec<i64> = chunk.iter().copied().filter(|id| !feats.contains_key(id)).collect();
             let mut scores = Vec::with_capacity(feats.len());
             for (id, flat) in feats {
-                match grid_tensor(flat).map_err(TasteError::Input).and_then(|x| profile.score(&x)) {
-                    Ok(s) => scores.push((id, s)),
+                let all = grid_tensor(flat).map_err(TasteError::Input).and_then(|x| {
+                    let shared = profile.score(&x)?;
+                    let themed =
+                        profile.themes.iter().map(|t| profile.score_as(&x, t).expect("own theme")).collect::<Result<Vec<_>, _>>()?;
+                    Ok((shared, themed))
+                });
+                match all {
+                    Ok((s, themed)) => scores.push((id, s, themed)),
                     Err(e) => {
                         self.emit(TasteEvent::ScoreFailed { file: file.clone(), error: format!("photo {id}: {e}") });
                     }
