@@ -193,6 +193,7 @@ fn patches_are_resampled_evenly() {
 /// The sample album in a temporary folder, scored by the real models (patch features stored).
 struct Scored {
     _tmp: tempfile::TempDir,
+    dir: PathBuf,
     db: PathBuf,
     ids: HashMap<String, i64>,
     quality: HashMap<i64, f64>,
@@ -233,7 +234,7 @@ fn scored_samples() -> Scored {
     }
     drop(s);
     let names = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
-    Scored { _tmp: tmp, db, ids: names.zip(ids).collect(), quality }
+    Scored { dir: tmp.path().to_owned(), _tmp: tmp, db, ids: names.zip(ids).collect(), quality }
 }
 
 const KEEP: [&str; 5] = [
@@ -259,6 +260,7 @@ fn request(s: &Scored, steps: usize) -> TrainRequest {
         config: TasteConfig { system: TasteSystem::MP_ADA_GRID, steps, ..TasteConfig::default() },
         themes: Vec::new(),
         theme_of: HashMap::new(),
+        keyword_photos: Vec::new(),
         holdout: 0.3,
         seed: 0,
     }
@@ -314,10 +316,11 @@ fn the_taste_service_trains_checks_saves_scores_and_stops_cleanly() {
                 match p.phase {
                     Phase::Check => check.push(p.loss),
                     Phase::Final => last_final = Some(p),
+                    Phase::Tag(..) => panic!("no keywords were given"),
                 }
                 aucs += p.validation_auc.is_some() as usize;
             }
-            TasteEvent::Trained { file, profile, report, left_out } => break (file, profile, report, left_out),
+            TasteEvent::Trained { file, profile, report, left_out, .. } => break (file, profile, report, left_out),
             e => panic!("unexpected {e:?}"),
         }
     };
@@ -342,9 +345,9 @@ fn the_taste_service_trains_checks_saves_scores_and_stops_cleanly() {
         match next_event(&t) {
             TasteEvent::Scores { file: f, scores } => {
                 assert_eq!(f, file);
-                got.extend(scores.into_iter().map(|(id, p, themed)| {
-                    assert!(themed.is_empty(), "no themes in this profile");
-                    (id, p)
+                got.extend(scores.into_iter().map(|t| {
+                    assert!(t.themes.is_empty() && t.tags.is_empty(), "no themes or tags in this profile");
+                    (t.id, t.keep)
                 }));
             }
             e => panic!("unexpected {e:?}"),
@@ -378,14 +381,85 @@ fn the_taste_service_trains_checks_saves_scores_and_stops_cleanly() {
     match next_event(&t) {
         TasteEvent::Scores { scores, .. } => {
             assert_eq!(scores.len(), 3);
-            for (id, shared, themed) in scores {
-                let x = Tensor::from_vec(feats[&id].clone(), (feats[&id].len() / taste::FEATURE_DIM, taste::FEATURE_DIM), &Device::Cpu)
-                    .unwrap();
-                assert_eq!(themed.len(), 2);
-                assert!((profile.score_as(&x, "studio").unwrap().unwrap() - themed[1]).abs() < 1e-6);
-                assert!((profile.score(&x).unwrap() - shared).abs() < 1e-6);
+            for t in scores {
+                let f = &feats[&t.id];
+                let x = Tensor::from_vec(f.clone(), (f.len() / taste::FEATURE_DIM, taste::FEATURE_DIM), &Device::Cpu).unwrap();
+                assert_eq!(t.themes.len(), 2);
+                assert!((profile.score_as(&x, "studio").unwrap().unwrap() - t.themes[1]).abs() < 1e-6);
+                assert!((profile.score(&x).unwrap() - t.keep).abs() < 1e-6);
             }
         }
         e => panic!("unexpected {e:?}"),
+    }
+}
+
+#[test]
+fn the_photographers_keywords_become_style_tags() {
+    let s = scored_samples();
+    // Keywords in XMP sidecars, as Lightroom writes them; three photos have none; "food" is too rare.
+    let tags: &[(&str, &[&str])] = &[
+        ("Dragonfly_by_Bolly.jpg", &["animal", "macro"]),
+        ("Kleiber_by_Lukas_Baubkus.jpg", &["animal"]),
+        ("chelsea.png", &["animal", "pet"]),
+        ("friends_by_Aitzol_Berasategi.jpg", &["animal", "pet"]),
+        ("picosdeeuropa_by_Aitzol_Berasategi.jpg", &["landscape"]),
+        ("sunset_by_Aitzol_Berasategi.jpg", &["landscape"]),
+        ("seeding_by_Clements_Engelhardt.jpg", &["landscape", "macro"]),
+        ("life_by_Aitzol_Berasategi.jpg", &["landscape"]),
+        ("astronaut.png", &["space"]),
+        ("hubble_deep_field.jpg", &["space"]),
+        ("rocket.jpg", &["space"]),
+        ("coffee.png", &["food"]),
+        ("Wine_by_Jakkub_Mede.jpg", &["food"]),
+    ];
+    for (name, kw) in tags {
+        let li: String = kw.iter().map(|k| format!("<rdf:li>{k}</rdf:li>")).collect();
+        let xmp = format!(
+            r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>{li}</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"#
+        );
+        std::fs::write(s.dir.join(format!("{name}.xmp")), xmp).unwrap();
+    }
+    // A sidecar that is not XML: named in the notes, the rest goes on.
+    std::fs::write(s.dir.join("china.jpg.xmp"), "<x:xmpmeta><broken").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let t = Taste::start(s.db.clone(), store.clone(), None);
+    let mut r = request(&s, 200);
+    r.keyword_photos = s.ids.iter().map(|(n, &id)| (id, s.dir.join(n))).collect();
+    t.submit(TasteJob::Train(r)).ok().unwrap();
+    let mut tag_steps = 0;
+    let (file, profile, notes_seen) = loop {
+        match next_event(&t) {
+            TasteEvent::Progress(p) => tag_steps += matches!(p.phase, Phase::Tag(..)) as usize,
+            TasteEvent::Trained { file, profile, notes, .. } => break (file, profile, notes),
+            e => panic!("unexpected {e:?}"),
+        }
+    };
+    assert!(tag_steps > 0, "tag training reported progress");
+    let mut names: Vec<&str> = profile.tags.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["animal", "landscape", "space"], "macro, pet and food have 2 photos each");
+    let animal = profile.tags.iter().find(|t| t.name == "animal").unwrap();
+    assert_eq!((animal.info.n_pos, animal.info.n_neg), (4, 9));
+    assert!(animal.info.heldout_n > 0 && animal.info.heldout_auc.is_some());
+    assert!(notes_seen.iter().any(|n| n.contains("china.jpg.xmp")), "{notes_seen:?}");
+    assert!(notes_seen.iter().any(|n| n.contains("not learned")), "{notes_seen:?}");
+    // The file keeps the tags; scoring gives each photo a probability per tag, highest on the photos that carry it.
+    let loaded = TasteProfile::load(&store.path_of(&file)).unwrap();
+    assert_eq!(loaded, *profile);
+    let ids: Vec<i64> = s.ids.values().copied().collect();
+    t.submit(TasteJob::Score { file: file.clone(), profile: profile.clone(), ids: ids.clone() }).ok().unwrap();
+    let mut got = HashMap::new();
+    while got.len() < ids.len() {
+        if let TasteEvent::Scores { scores, .. } = next_event(&t) {
+            got.extend(scores.into_iter().map(|t| (t.id, t)));
+        }
+    }
+    for (k, head) in profile.tags.iter().enumerate() {
+        let with: Vec<f32> = tags.iter().filter(|(_, kw)| kw.contains(&head.name.as_str())).map(|(n, _)| got[&s.ids[*n]].tags[k]).collect();
+        let without: Vec<f32> =
+            tags.iter().filter(|(_, kw)| !kw.contains(&head.name.as_str())).map(|(n, _)| got[&s.ids[*n]].tags[k]).collect();
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!(mean(&with) > mean(&without) + 0.2, "{}: with {:?} without {:?}", head.name, with, without);
     }
 }

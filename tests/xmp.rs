@@ -770,3 +770,28 @@ fn malformed_sidecars_are_reported_and_left_intact() {
         a.assert_photo_untouched();
     }
 }
+
+#[test]
+fn keywords_are_read_from_lightroom_darktable_and_digikam_sidecars() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/xmp");
+    let kw = |f: &str| keepers::library::xmp::parse_keywords(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
+    assert_eq!(kw("darktable.CR2.xmp"), vec!["Iceland", "landscape", "waterfall & rainbow"]);
+    assert_eq!(kw("digikam.JPG.xmp"), vec!["Family", "Birthday 2022"]);
+    let lr = kw("lightroom.xmp");
+    assert!(!lr.is_empty(), "{lr:?}");
+    // Any prefix bound to Dublin Core; other namespaces' "subject" is not a keyword; duplicates once.
+    let x = r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+      <rdf:Description xmlns:d="http://purl.org/dc/elements/1.1/" xmlns:o="urn:other">
+        <d:subject><rdf:Bag><rdf:li> wedding </rdf:li><rdf:li>b&amp;w</rdf:li><rdf:li>wedding</rdf:li></rdf:Bag></d:subject>
+        <o:subject><rdf:Bag><rdf:li>not a keyword</rdf:li></rdf:Bag></o:subject>
+      </rdf:Description></rdf:RDF></x:xmpmeta>"#;
+    assert_eq!(keepers::library::xmp::parse_keywords(x).unwrap(), vec!["wedding", "b&w"]);
+    assert!(keepers::library::xmp::parse_keywords("<a><b></a>").is_err(), "malformed XML is an error");
+    // A photo with a sidecar reads its keywords; one without any XMP has none.
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = tmp.path().join("IMG_1.JPG");
+    std::fs::write(&photo, b"not really a jpeg").unwrap();
+    assert!(keepers::library::xmp::read_keywords(&photo).unwrap().is_empty());
+    std::fs::copy(dir.join("digikam.JPG.xmp"), tmp.path().join("IMG_1.JPG.xmp")).unwrap();
+    assert_eq!(keepers::library::xmp::read_keywords(&photo).unwrap(), vec!["Family", "Birthday 2022"]);
+}

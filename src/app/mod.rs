@@ -533,10 +533,11 @@ impl KeepersApp {
                 match ev {
                     TasteEvent::Scores { file, scores } => {
                         if self.active_profile.as_ref().is_some_and(|a| a.file == file) {
-                            for (id, s, themed) in scores {
-                                if let Some(p) = session.state.photo_mut(id) {
-                                    p.taste = Some(s);
-                                    p.taste_by_theme = themed;
+                            for t in scores {
+                                if let Some(p) = session.state.photo_mut(t.id) {
+                                    p.taste = Some(t.keep);
+                                    p.taste_by_theme = t.themes;
+                                    p.taste_tags = t.tags;
                                 }
                             }
                             session.refresh = true;
@@ -552,11 +553,11 @@ impl KeepersApp {
                             run.push(&p);
                         }
                     }
-                    TasteEvent::Trained { file, profile, report, left_out } => {
+                    TasteEvent::Trained { file, profile, report, left_out, notes } => {
                         let name = profile.name.clone();
                         self.taste_ui.curves = self.taste_ui.running.take();
                         self.taste_ui.status = None;
-                        self.taste_ui.result = Some(taste::RunResult { file, name, report, left_out });
+                        self.taste_ui.result = Some(taste::RunResult { file, name, report, left_out, notes });
                         self.taste_ui.profiles.retain(|s| s.file != self.taste_ui.result.as_ref().expect("set").file);
                         self.taste_ui.profiles.push(Stored { file: self.taste_ui.result.as_ref().expect("set").file.clone(), profile });
                     }
@@ -803,6 +804,7 @@ impl KeepersApp {
             for p in &mut s.state.photos {
                 p.taste = None;
                 p.taste_by_theme.clear();
+                p.taste_tags.clear();
             }
             if self.active_profile.is_some() {
                 s.to_taste = s.state.photos.iter().filter(|p| matches!(p.scores, ScoreState::Ready(_))).map(|p| p.id).collect();
@@ -928,6 +930,7 @@ impl KeepersApp {
             config: prefs.config(),
             themes,
             theme_of,
+            keyword_photos: if prefs.learn_tags { st.photos.iter().map(|p| (p.id, p.path.clone())).collect() } else { Vec::new() },
             holdout: prefs.holdout,
             seed: prefs.seed,
         };

@@ -303,7 +303,29 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, "Aesthetic score not trained yet"));
             ui.add_space(4.0);
             ui.label(RichText::new("Style").strong());
-            ui.label(RichText::new(format!("Style labels: {NOT_TRAINED}")).color(style::MUTED));
+            match app.active_profile.as_ref().filter(|a| !a.profile.tags.is_empty()) {
+                Some(a) if p.taste_tags.len() == a.profile.tags.len() => {
+                    // The user's own tags, most probable first.
+                    let mut tags: Vec<(&str, f32)> =
+                        a.profile.tags.iter().map(|t| t.name.as_str()).zip(p.taste_tags.iter().copied()).collect();
+                    tags.sort_by(|x, y| y.1.total_cmp(&x.1));
+                    for (name, prob) in tags.iter().take(5) {
+                        ui.horizontal(|ui| {
+                            ui.label(*name);
+                            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                                ui.label(RichText::new(format!("{:.0} %", prob * 100.0)).color(style::MUTED));
+                            });
+                        });
+                    }
+                    ui.label(RichText::new(format!("your keywords, learned by “{}”", a.profile.name)).small().color(style::MUTED));
+                }
+                Some(_) => {
+                    ui.label(RichText::new("your keywords: not scored yet").color(style::MUTED));
+                }
+                None => {
+                    ui.label(RichText::new(format!("Style labels: {NOT_TRAINED}")).color(style::MUTED));
+                }
+            }
             ui.add_space(4.0);
             ui.label(RichText::new("Theme").strong());
             // The active profile's own themes when it learned some, else the AVA themes (untrained).

@@ -55,6 +55,8 @@ pub struct Photo {
     pub taste: Option<f32>,
     /// The same conditioned on each of the active profile's themes (empty without themes).
     pub taste_by_theme: Vec<f32>,
+    /// Probability of each of the active profile's style tags (empty without tags).
+    pub taste_tags: Vec<f32>,
 }
 
 impl Photo {
@@ -76,6 +78,7 @@ impl Photo {
             scores: ScoreState::Pending,
             taste: None,
             taste_by_theme: Vec::new(),
+            taste_tags: Vec::new(),
         }
     }
 
@@ -262,7 +265,8 @@ impl AlbumState {
             let old = &mut self.photos[i];
             let (thumb, scores, taste) = (std::mem::take(&mut old.thumb), std::mem::take(&mut old.scores), old.taste);
             let taste_by_theme = std::mem::take(&mut old.taste_by_theme);
-            *old = Photo { thumb, scores, taste, taste_by_theme, ..p };
+            let taste_tags = std::mem::take(&mut old.taste_tags);
+            *old = Photo { thumb, scores, taste, taste_by_theme, taste_tags, ..p };
             return i;
         }
         let i = self.photos.len();

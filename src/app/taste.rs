@@ -93,6 +93,8 @@ pub struct TastePrefs {
     pub holdout: f64,
     pub seed: u64,
     pub themes: ThemeSource,
+    /// Also learn the photos' XMP keywords as style tags.
+    pub learn_tags: bool,
 }
 
 impl Default for TastePrefs {
@@ -108,6 +110,7 @@ impl Default for TastePrefs {
             holdout: 0.3,
             seed: 0,
             themes: ThemeSource::None,
+            learn_tags: true,
         }
     }
 }
@@ -214,6 +217,8 @@ pub struct RunResult {
     pub name: String,
     pub report: HeldOutReport,
     pub left_out: usize,
+    /// What the run could not use (from the service).
+    pub notes: Vec<String>,
 }
 
 /// Runtime state of the taste panel (not saved).
@@ -237,6 +242,7 @@ impl RunView {
         match p.phase {
             Phase::Check => self.loss.push(point),
             Phase::Final => self.final_loss.push(point),
+            Phase::Tag(..) => {}
         }
         if let (Phase::Check, Some(a)) = (p.phase, p.validation_auc) {
             self.auc.push([p.step as f64, a]);
@@ -336,6 +342,9 @@ pub fn panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                     });
                 }
             });
+            ui.checkbox(&mut prefs.learn_tags, "Also learn my keywords as style tags").on_hover_text(
+                "Keywords from the photos' XMP (dc:subject, as Lightroom, darktable and digiKam write them) become style tags: one small head per keyword with at least 3 photos with it and 3 without.",
+            );
             if ui.button("Label these next").on_hover_text(
                 "Shows the unlabelled photos whose decision would teach the profile most: the ones it is least sure about, one per look-alike group.",
             ).clicked() {
@@ -411,8 +420,9 @@ pub fn panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 && let Some(p) = &run.last
             {
                 let phase = match p.phase {
-                    Phase::Check => "checking on held-out labels",
-                    Phase::Final => "final fit on every label",
+                    Phase::Check => "checking on held-out labels".to_string(),
+                    Phase::Final => "final fit on every label".to_string(),
+                    Phase::Tag(i, n) => format!("style tag {} of {n}", i + 1),
                 };
                 let frac = p.step as f32 / p.steps.max(1) as f32;
                 let eta = super::panels::fmt_duration(std::time::Duration::from_secs_f64(p.eta_s));
@@ -480,6 +490,9 @@ fn report(ui: &mut Ui, r: &RunResult) {
     }
     if let Some(w) = &rep.warning {
         ui.label(RichText::new(w).color(style::STAR));
+    }
+    for n in &r.notes {
+        ui.label(RichText::new(n).small().color(style::MUTED));
     }
 }
 

@@ -319,6 +319,73 @@ pub fn parse_decision(xmp: &str) -> Result<Decision, String> {
     Ok(Doc::parse(xmp)?.decision())
 }
 
+/// Dublin Core, whose `dc:subject` bag holds a photo's keywords (Lightroom, darktable, digiKam).
+const NS_DC: &str = "http://purl.org/dc/elements/1.1/";
+
+/// The keywords of an XMP packet: the items of its `dc:subject` bag(s), trimmed, in order, without
+/// duplicates. Namespaces are resolved, so any prefix bound to Dublin Core works.
+pub fn parse_keywords(xmp: &str) -> Result<Vec<String>, String> {
+    let mut reader = Reader::from_str(xmp);
+    let mut ns: Vec<(String, String)> = Vec::new();
+    // Length of `ns` before each open element.
+    let mut lens: Vec<usize> = Vec::new();
+    let mut subject_depth: Option<usize> = None;
+    let mut li_start: Option<usize> = None;
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let before = reader.buffer_position() as usize;
+        match reader.read_event().map_err(|e| format!("at byte {before}: {e}"))? {
+            Event::Start(e) => {
+                lens.push(ns.len());
+                for a in e.attributes().with_checks(false).flatten() {
+                    let key: &str = a.key.as_ref();
+                    if let Some(p) = key.strip_prefix("xmlns:") {
+                        ns.push((p.to_string(), a.value.to_string()));
+                    }
+                }
+                let name = e.name().as_ref().to_string();
+                let (prefix, local) = split_qname(&name);
+                if subject_depth.is_none() && local == "subject" && resolve(&ns, prefix) == Some(NS_DC) {
+                    subject_depth = Some(lens.len());
+                } else if subject_depth.is_some() && local == "li" {
+                    li_start = Some(reader.buffer_position() as usize);
+                }
+            }
+            Event::End(e) => {
+                let name = e.name().as_ref().to_string();
+                if let (Some(start), "li") = (li_start, split_qname(&name).1) {
+                    let k = text_value(&xmp[start..before])?.trim().to_string();
+                    if !k.is_empty() && !out.contains(&k) {
+                        out.push(k);
+                    }
+                    li_start = None;
+                }
+                if subject_depth == Some(lens.len()) {
+                    subject_depth = None;
+                }
+                ns.truncate(lens.pop().unwrap_or(0));
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The keywords of `photo`: from its sidecar when one exists, else from XMP embedded in the JPEG,
+/// else none.
+pub fn read_keywords(photo: &Path) -> Result<Vec<String>, XmpError> {
+    let (text, path) = match find_sidecar(photo) {
+        Some(sidecar) => (Some(read_text(&sidecar)?), sidecar),
+        None if fs::metadata(photo).is_ok_and(|m| m.is_file()) => (read_embedded_xmp(photo)?, photo.to_owned()),
+        None => (None, photo.to_owned()),
+    };
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => parse_keywords(&t).map_err(|reason| XmpError::Malformed { path, reason: format!("keywords: {reason}") }),
+    }
+}
+
 /// Larger "sidecars" are not XMP written by a photo tool (darktable's biggest are well under 1 MiB).
 pub const MAX_SIDECAR_BYTES: u64 = 64 << 20;
 

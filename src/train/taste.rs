@@ -22,6 +22,10 @@
 //! mean loss over `B` photos, so a theme with few labels stays close to the shared score. Scoring without a theme gives the shared score (`c = 0`);
 //! [`TasteProfile::score_as`] gives the theme-conditioned one.
 //!
+//! **Style tags** (the user's own keywords, multi-label): one more head per tag, trained the same
+//! way one-vs-rest (tag present or not, among the photos that carry keywords), kept in the
+//! profile as [`TagHead`]s; [`TasteProfile::tag_scores`] gives each tag's probability.
+//!
 //! The per-photo weights `a_b` balance the classes (each class weighs half), because a
 //! photographer's rejects usually outnumber their keeps. Both losses are new here, and are
 //! gradient-checked in `tests/taste.rs` ([`super::gradcheck`]).
@@ -224,6 +228,27 @@ pub struct TasteWeights {
     pub themes: Vec<f32>,
 }
 
+/// One of the user's style tags, learned one-vs-rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagHead {
+    pub name: String,
+    pub info: TagInfo,
+    /// Its own standardiser and linear head (no themes).
+    pub weights: TasteWeights,
+}
+
+/// What is known about a tag head (stored in the file's metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagInfo {
+    pub name: String,
+    /// Photos with the tag and without it (among those with keywords) it learned from.
+    pub n_pos: usize,
+    pub n_neg: usize,
+    /// ROC AUC on held-out photos before the final fit, when enough were there to hold out.
+    pub heldout_auc: Option<f64>,
+    pub heldout_n: usize,
+}
+
 /// Everything about a profile but its weights (the file's `profile` metadata).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileMeta {
@@ -239,6 +264,9 @@ pub struct ProfileMeta {
     /// The user's themes the profile conditions on (empty: none).
     #[serde(default)]
     pub themes: Vec<String>,
+    /// The user's style tags the profile learned (empty: none).
+    #[serde(default)]
+    pub tags: Vec<TagInfo>,
 }
 
 /// A trained taste profile.
@@ -254,6 +282,8 @@ pub struct TasteProfile {
     /// The user's themes, in the order of `weights.themes`.
     pub themes: Vec<String>,
     pub weights: TasteWeights,
+    /// The user's style tags.
+    pub tags: Vec<TagHead>,
 }
 
 /// One labelled photo: its input features `(P, D)`, whether it was kept, and its theme (an index
@@ -506,6 +536,7 @@ pub fn train(
         backbone_sha256: backbone_sha256.to_string(),
         themes: themes.to_vec(),
         weights,
+        tags: Vec::new(),
     })
 }
 
@@ -626,7 +657,13 @@ impl TasteProfile {
             config: self.config.clone(),
             backbone_sha256: self.backbone_sha256.clone(),
             themes: self.themes.clone(),
+            tags: self.tags.iter().map(|t| t.info.clone()).collect(),
         }
+    }
+
+    /// Each style tag's probability for one photo's input features, in the order of `self.tags`.
+    pub fn tag_scores(&self, features: &Tensor) -> Result<Vec<f32>, TasteError> {
+        self.tags.iter().map(|t| score_with(&t.weights, self.system.procedure, features, None)).collect()
     }
 
     /// Writes the profile to `path` (one file), atomically: a temporary file beside it,
@@ -645,6 +682,15 @@ impl TasteProfile {
         ];
         if !self.weights.themes.is_empty() {
             tensors.push(("themes", vec![self.weights.themes.len()], &self.weights.themes));
+        }
+        let names: Vec<[String; 4]> = (0..self.tags.len())
+            .map(|i| [format!("tag.{i}.mean"), format!("tag.{i}.scale"), format!("tag.{i}.w"), format!("tag.{i}.b")])
+            .collect();
+        for (t, n) in self.tags.iter().zip(&names) {
+            tensors.push((&n[0], vec![d], &t.weights.mean));
+            tensors.push((&n[1], vec![d], &t.weights.scale));
+            tensors.push((&n[2], vec![d], &t.weights.w));
+            tensors.push((&n[3], vec![1], std::slice::from_ref(&t.weights.b)));
         }
         let bytes = serialize(&tensors, &meta);
         let io = |source| TasteError::Io { path: path.to_owned(), source };
@@ -690,6 +736,20 @@ impl TasteProfile {
         let d = FEATURE_DIM;
         let themes = if m.themes.is_empty() { Vec::new() } else { get("themes", m.themes.len())? };
         let weights = TasteWeights { mean: get("mean", d)?, scale: get("scale", d)?, w: get("w", d)?, b: get("b", 1)?[0], themes };
+        let mut tags = Vec::with_capacity(m.tags.len());
+        for (i, info) in m.tags.iter().enumerate() {
+            let w = TasteWeights {
+                mean: get(&format!("tag.{i}.mean"), d)?,
+                scale: get(&format!("tag.{i}.scale"), d)?,
+                w: get(&format!("tag.{i}.w"), d)?,
+                b: get(&format!("tag.{i}.b"), 1)?[0],
+                themes: Vec::new(),
+            };
+            if w.scale.iter().any(|&s| s <= 0.0) {
+                return Err(format!("tag {i}: a non-positive scale"));
+            }
+            tags.push(TagHead { name: info.name.clone(), info: info.clone(), weights: w });
+        }
         if weights.scale.iter().any(|&s| s <= 0.0) {
             return Err("a non-positive scale".into());
         }
@@ -703,6 +763,7 @@ impl TasteProfile {
             backbone_sha256: m.backbone_sha256,
             themes: m.themes,
             weights,
+            tags,
         })
     }
 }

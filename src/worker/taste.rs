@@ -36,12 +36,17 @@ use super::Wake;
 use crate::library::db::Library;
 use crate::model::quality::PATCH_FEATURES_ID;
 use crate::model::weights::WeightsFile;
+use crate::train::metrics::roc_auc;
 use crate::train::profiles::ProfileStore;
-use crate::train::taste::{Example, FEATURE_DIM, Procedure, TasteConfig, TasteError, TasteProfile, train};
+use crate::train::taste::{Example, FEATURE_DIM, Procedure, TagHead, TagInfo, TasteConfig, TasteError, TasteProfile, train};
 use crate::train::taste_eval::{HeldOutReport, Labelled, split_holdout};
 
 /// Patches per photo in training bags (the quality grid has up to 16).
 pub const TRAIN_PATCHES: usize = 16;
+/// A keyword becomes a style tag with at least this many photos with it and without it.
+pub const MIN_TAG_PHOTOS: usize = 3;
+/// At most this many tags (the most frequent) per profile.
+pub const MAX_TAGS: usize = 20;
 /// Photos per [`TasteEvent::Scores`] chunk.
 const SCORE_CHUNK: usize = 64;
 
@@ -56,6 +61,8 @@ pub struct TrainRequest {
     /// The user's themes to condition on (empty: none), and each labelled photo's theme.
     pub themes: Vec<String>,
     pub theme_of: HashMap<i64, usize>,
+    /// Photos whose XMP keywords become style tags (empty: no tags). Read on the service thread.
+    pub keyword_photos: Vec<(i64, PathBuf)>,
     /// Fraction of each class held out for the report and the validation curve.
     pub holdout: f64,
     pub seed: u64,
@@ -78,6 +85,8 @@ pub enum Phase {
     Check,
     /// On every label: the profile that is saved.
     Final,
+    /// Style tag `i` of `n` (each a held-out check, then the final fit).
+    Tag(usize, usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,24 +102,38 @@ pub struct TrainProgress {
     pub paused: bool,
 }
 
+/// One photo's outputs under a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhotoTaste {
+    pub id: i64,
+    /// Keep probability (the shared score).
+    pub keep: f32,
+    /// Keep probability conditioned on each of the profile's themes.
+    pub themes: Vec<f32>,
+    /// Probability of each of the profile's style tags.
+    pub tags: Vec<f32>,
+}
+
 #[derive(Debug, Clone)]
 pub enum TasteEvent {
     Progress(TrainProgress),
     /// A run finished and its profile was saved as `file`.
+    /// `notes`: what the run could not use (unreadable keyword sidecars, tags with too few photos).
     Trained {
         file: String,
         profile: Arc<TasteProfile>,
         report: HeldOutReport,
         left_out: usize,
+        notes: Vec<String>,
     },
     /// A run stopped with an error (nothing saved).
     TrainFailed(String),
     /// A run was cancelled (nothing saved).
     Cancelled,
-    /// Keep probabilities: (photo id, shared score, score conditioned on each of the profile's themes).
+    /// Each photo's outputs under the profile stored as `file`.
     Scores {
         file: String,
-        scores: Vec<(i64, f32, Vec<f32>)>,
+        scores: Vec<PhotoTaste>,
     },
     /// Photos of a scoring job without stored features (not scored by the quality model yet).
     ScoreMissing {
@@ -341,10 +364,102 @@ impl Service {
         if self.flags.cancel.load(Ordering::SeqCst) {
             return Err(TasteError::Cancelled);
         }
+        let mut notes = Vec::new();
+        let mut profile = profile;
+        if !r.keyword_photos.is_empty() {
+            profile.tags = self.learn_tags(&r, &mut notes, &mut progress)?;
+            profile.metrics.seconds = started.elapsed().as_secs_f64();
+        }
+        if self.flags.cancel.load(Ordering::SeqCst) {
+            return Err(TasteError::Cancelled);
+        }
         let (file, name) = self.store.save_new(&profile)?;
         let profile = TasteProfile { name, ..profile };
-        self.emit(TasteEvent::Trained { file, profile: Arc::new(profile), report, left_out });
+        self.emit(TasteEvent::Trained { file, profile: Arc::new(profile), report, left_out, notes });
         Ok(())
+    }
+
+    /// Style tags from the photos' XMP keywords: each keyword with at least [`MIN_TAG_PHOTOS`]
+    /// photos with it and without it (among the photos with keywords and stored features), the
+    /// [`MAX_TAGS`] most frequent, learned one-vs-rest like the keep head: a held-out check when
+    /// enough photos can be held out, then the final fit on all.
+    fn learn_tags(
+        &mut self,
+        r: &TrainRequest,
+        notes: &mut Vec<String>,
+        progress: &mut impl FnMut(Phase, &crate::train::taste::Progress) -> bool,
+    ) -> Result<Vec<TagHead>, TasteError> {
+        use rayon::prelude::*;
+        let read: Vec<(i64, Result<Vec<String>, String>)> =
+            r.keyword_photos.par_iter().map(|(id, p)| (*id, crate::library::xmp::read_keywords(p).map_err(|e| e.to_string()))).collect();
+        let mut with: Vec<(i64, Vec<String>)> = Vec::new();
+        for (id, k) in read {
+            match k {
+                Ok(k) if !k.is_empty() => with.push((id, k)),
+                Ok(_) => {}
+                Err(e) => notes.push(format!("keywords not read: {e}")),
+            }
+        }
+        let ids: Vec<i64> = with.iter().map(|(id, _)| *id).collect();
+        let feats = self.features(&ids).map_err(TasteError::Input)?;
+        with.retain(|(id, _)| feats.contains_key(id));
+        if with.is_empty() {
+            notes.push("No style tags: no scored photo of this album has keywords (XMP dc:subject).".into());
+            return Ok(Vec::new());
+        }
+        let mut inputs = HashMap::new();
+        for (id, _) in &with {
+            let x = grid_tensor(feats[id].clone()).map_err(TasteError::Input)?;
+            let x = match r.config.system.procedure {
+                Procedure::MpAda => resample_patches(&x, TRAIN_PATCHES)?,
+                Procedure::Logistic => x,
+            };
+            inputs.insert(*id, x);
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (_, k) in &with {
+            for t in k {
+                *counts.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        let n = with.len();
+        let mut eligible: Vec<(&str, usize)> =
+            counts.iter().map(|(t, c)| (*t, *c)).filter(|&(_, c)| c >= MIN_TAG_PHOTOS && n - c >= MIN_TAG_PHOTOS).collect();
+        eligible.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let skipped = counts.len() - eligible.len().min(MAX_TAGS);
+        eligible.truncate(MAX_TAGS);
+        if skipped > 0 {
+            notes.push(format!(
+                "{skipped} keyword(s) not learned: a tag needs at least {MIN_TAG_PHOTOS} photos with it and {MIN_TAG_PHOTOS} without (at most {MAX_TAGS} tags)."
+            ));
+        }
+        let sha = WeightsFile::EfficientNetLite0.expected_sha256();
+        let cfg = TasteConfig { eval_every: 0, ..r.config.clone() };
+        let mut heads = Vec::new();
+        for (ti, (tag, _)) in eligible.iter().enumerate() {
+            let labels: Vec<Labelled> = with
+                .iter()
+                .map(|(id, k)| Labelled { id: *id, keep: k.iter().any(|t| t == tag), grade: k.iter().any(|t| t == tag) as u8 as f64 })
+                .collect();
+            let ex = |set: &[Labelled]| -> Vec<Example<'_>> {
+                set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep, theme: None }).collect()
+            };
+            let (tr, held) = split_holdout(&labels, r.holdout, r.seed);
+            let (heldout_auc, heldout_n) = if held.is_empty() {
+                (None, 0)
+            } else {
+                let train_set: Vec<Labelled> = tr.iter().map(|&i| labels[i]).collect();
+                let held_set: Vec<Labelled> = held.iter().map(|&i| labels[i]).collect();
+                let check = train(tag, &ex(&train_set), &[], &cfg, &[], sha, |p| progress(Phase::Tag(ti, eligible.len()), p))?;
+                let scores: Vec<f64> = held_set.iter().map(|l| check.score(&inputs[&l.id]).map(f64::from)).collect::<Result<_, _>>()?;
+                (roc_auc(&scores, &held_set.iter().map(|l| l.keep).collect::<Vec<_>>()), held_set.len())
+            };
+            let fit = train(tag, &ex(&labels), &[], &cfg, &[], sha, |p| progress(Phase::Tag(ti, eligible.len()), p))?;
+            let n_pos = labels.iter().filter(|l| l.keep).count();
+            let info = TagInfo { name: tag.to_string(), n_pos, n_neg: labels.len() - n_pos, heldout_auc, heldout_n };
+            heads.push(TagHead { name: tag.to_string(), info, weights: fit.weights });
+        }
+        Ok(heads)
     }
 
     fn score(&mut self, file: String, profile: &TasteProfile, ids: &[i64]) {
@@ -366,10 +481,10 @@ impl Service {
                     let shared = profile.score(&x)?;
                     let themed =
                         profile.themes.iter().map(|t| profile.score_as(&x, t).expect("own theme")).collect::<Result<Vec<_>, _>>()?;
-                    Ok((shared, themed))
+                    Ok(PhotoTaste { id, keep: shared, themes: themed, tags: profile.tag_scores(&x)? })
                 });
                 match all {
-                    Ok((s, themed)) => scores.push((id, s, themed)),
+                    Ok(t) => scores.push(t),
                     Err(e) => {
                         self.emit(TasteEvent::ScoreFailed { file: file.clone(), error: format!("photo {id}: {e}") });
                     }
