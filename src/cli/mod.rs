@@ -124,6 +124,23 @@ pub enum Command {
         /// Feature cache folder (default: the user cache dir, keepers/features).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// `multilevel` (multi-level Lite0 features + ridge, the shipped model) or `dma-fc`
+        /// (the previous model: DMA-fc on pooled features).
+        #[arg(long, default_value = "multilevel")]
+        system: String,
+        /// multilevel: feature plans cross-validated, comma-separated; each is views joined by
+        /// `+` from grid, full, half, brisque.
+        #[arg(long, value_delimiter = ',', default_value = "grid,full,grid+full,grid+full+half,grid+full+half+brisque")]
+        plans: Vec<String>,
+        /// multilevel: ridge penalties relative to the feature count (lambda = r * d), ascending.
+        #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100")]
+        lambdas: Vec<f64>,
+        /// multilevel: inner folds choosing lambda inside each outer training set.
+        #[arg(long, default_value_t = 5)]
+        inner_folds: usize,
+        /// multilevel: cross-validate only, write no model.
+        #[arg(long)]
+        cv_only: bool,
     },
     /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
     /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
@@ -249,7 +266,51 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 out: out.as_deref(),
             })
         }
-        Some(Command::TrainQuality { data, images, out, folds, seed, epochs, weight_decays, lr, native, arp, grid_max, cache }) => {
+        Some(Command::TrainQuality {
+            data,
+            images,
+            out,
+            folds,
+            seed,
+            epochs,
+            weight_decays,
+            lr,
+            native,
+            arp,
+            grid_max,
+            cache,
+            system,
+            plans,
+            lambdas,
+            inner_folds,
+            cv_only,
+        }) if system == "multilevel" => {
+            let _ = (epochs, weight_decays, lr, native, arp);
+            let plans = plans
+                .iter()
+                .map(|p| {
+                    crate::model::multilevel::LevelsPlan::parse(p)
+                        .ok_or_else(|| anyhow::anyhow!("unknown plan {p:?} (views grid, full, half, brisque joined by +)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            train_quality::run_multilevel(train_quality::MultilevelArgs {
+                data: &data,
+                images: images.as_deref(),
+                out: &out,
+                folds,
+                seed,
+                plans: &plans,
+                lambdas: &lambdas,
+                inner_folds,
+                grid_max,
+                cache,
+                cv_only,
+            })
+        }
+        Some(Command::TrainQuality { data, images, out, folds, seed, epochs, weight_decays, lr, native, arp, grid_max, cache, system, .. }) => {
+            if system != "dma-fc" {
+                anyhow::bail!("unknown --system {system:?} (multilevel or dma-fc)");
+            }
             train_quality::run(train_quality::TrainQualityArgs {
                 data: &data,
                 images: images.as_deref(),

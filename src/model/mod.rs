@@ -23,6 +23,7 @@ pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod heads;
 pub mod imagenet;
+pub mod multilevel;
 pub mod init;
 pub mod padding;
 pub mod pointwise;

@@ -28,6 +28,7 @@ pub mod losses;
 pub mod metrics;
 pub mod optim;
 pub mod pipeline;
+pub mod ridge;
 pub mod schedule;
 pub mod small_data;
 pub mod profiles;
