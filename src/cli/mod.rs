@@ -89,8 +89,10 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Train the shipped quality model (DMA-fc, frozen Lite0) on a CSV of photos with MOS: k-fold CV
-    /// over epochs x weight decay (SRCC/PLCC per fold), refit on all photos, write weights + JSON.
+    /// Train the shipped quality model on a CSV of photos with MOS: multi-level frozen-Lite0 features
+    /// + ridge (default; nested k-fold CV over feature plans, lambda chosen inside each training
+    /// set), or `--system dma-fc` (the previous model: CV over epochs x weight decay); refit on all
+    /// photos, write weights + JSON.
     TrainQuality {
         /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
         #[arg(long)]
@@ -98,22 +100,22 @@ pub enum Command {
         /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
         #[arg(long)]
         images: Option<PathBuf>,
-        /// Folder for quality_dma_fc.{safetensors,json,sha256}.
+        /// Folder for quality_multilevel.{safetensors,json,sha256} (dma-fc: quality_dma_fc.*).
         #[arg(long, default_value = "weights")]
         out: PathBuf,
         #[arg(long, default_value_t = 5)]
         folds: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Epoch counts tried by the CV, comma-separated.
+        /// dma-fc: epoch counts tried by the CV, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "40,80")]
         epochs: Vec<usize>,
-        /// AdamW weight decays tried by the CV, comma-separated.
+        /// dma-fc: AdamW weight decays tried by the CV, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "0.0001,0.01,1")]
         weight_decays: Vec<f64>,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
-        /// Native-resolution patches cached per photo (training and the CV protocol).
+        /// dma-fc: native-resolution patches cached per photo (training and the CV protocol).
         #[arg(long, default_value_t = 32)]
         native: usize,
         #[arg(long, default_value_t = 16)]
@@ -129,8 +131,9 @@ pub enum Command {
         #[arg(long, default_value = "multilevel")]
         system: String,
         /// multilevel: feature plans cross-validated, comma-separated; each is views joined by
-        /// `+` from grid, full, half, brisque.
-        #[arg(long, value_delimiter = ',', default_value = "grid,full,grid+full,grid+full+half,grid+full+half+brisque")]
+        /// `+` from grid, full, half, brisque, then optionally `:b<block balance>` and `:p<power>`
+        /// (src/model/multilevel.rs).
+        #[arg(long, value_delimiter = ',', default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1")]
         plans: Vec<String>,
         /// multilevel: ridge penalties relative to the feature count (lambda = r * d), ascending.
         #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100")]

@@ -368,7 +368,7 @@ fn cached_levels(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache:
     let img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let patches = quality::grid_patches(&img, grid_max, quality::PATCH);
     let imgs: Vec<&image::RgbImage> = patches.iter().map(|g| &g.patch.image).collect();
-    let every = LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0 };
+    let every = LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0, power: 1.0 };
     let lv = photo_levels(net, &[&img], &[imgs], &every, 64, &Device::Cpu)?.remove(0);
     let vec1 = |v: &[f32]| Tensor::new(v, &Device::Cpu);
     let map = HashMap::from([

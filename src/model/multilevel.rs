@@ -114,6 +114,20 @@ pub struct LevelsPlan {
     /// `b = 0` weighs every column alike (the 1280-d head dominates), `b = 1` every block alike.
     #[serde(default)]
     pub balance: f64,
+    /// Signed power `sign(v) |v|^p` applied to every multi-level value of the photo vector
+    /// (and of each patch's vector for the heatmap); 1 = none. BRISQUE's values are left as
+    /// they are.
+    #[serde(default = "one")]
+    pub power: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `sign(v) |v|^p`.
+fn signed_power(v: f64, p: f64) -> f64 {
+    if p == 1.0 { v } else { v.signum() * v.abs().powf(p) }
 }
 
 impl LevelsPlan {
@@ -131,6 +145,9 @@ impl LevelsPlan {
         let mut name = v.join("+");
         if self.balance != 0.0 {
             name.push_str(&format!(":b{}", self.balance));
+        }
+        if self.power != 1.0 {
+            name.push_str(&format!(":p{}", self.power));
         }
         name
     }
@@ -151,14 +168,21 @@ impl LevelsPlan {
         w
     }
 
-    /// `views` joined by `+` (`grid`, `full`, `half`, `brisque`), optionally `:b<balance>`.
+    /// `views` joined by `+` (`grid`, `full`, `half`, `brisque`), optionally followed by
+    /// `:b<balance>` and / or `:p<power>`.
     pub fn parse(s: &str) -> Option<Self> {
-        let (s, balance) = match s.split_once(":b") {
-            Some((a, b)) => (a, b.parse::<f64>().ok().filter(|b| b.is_finite())?),
-            None => (s, 0.0),
-        };
-        let mut plan = LevelsPlan { views: Vec::new(), brisque: false, balance };
-        for part in s.split('+') {
+        let mut opts = s.split(':');
+        let views = opts.next()?;
+        let mut plan = LevelsPlan { views: Vec::new(), brisque: false, balance: 0.0, power: 1.0 };
+        for o in opts {
+            let num = |t: &str| t.parse::<f64>().ok().filter(|v| v.is_finite());
+            match o.split_at_checked(1)? {
+                ("b", v) => plan.balance = num(v)?,
+                ("p", v) => plan.power = num(v).filter(|p| *p > 0.0)?,
+                _ => return None,
+            }
+        }
+        for part in views.split('+') {
             if part == "brisque" {
                 plan.brisque = true;
             } else {
@@ -203,7 +227,7 @@ impl PhotoLevels {
                 View::Full => self.full.clone().ok_or_else(|| candle_core::Error::Msg("no full-photo features".into()))?,
                 View::Half => self.half.clone().ok_or_else(|| candle_core::Error::Msg("no half-size features".into()))?,
             };
-            v.extend(part.iter().map(|&x| x as f64));
+            v.extend(part.iter().map(|&x| signed_power(x as f64, plan.power)));
         }
         if plan.brisque {
             let b = self.brisque.as_ref().ok_or_else(|| candle_core::Error::Msg("no BRISQUE features".into()))?;
@@ -305,7 +329,10 @@ impl LinearHead {
         let xs = &x[slot * STATS_DIM..(slot + 1) * STATS_DIM];
         let base = photo - ws.iter().zip(xs).map(|(w, x)| w * x).sum::<f64>();
         let rows = levels.grid.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let patches = rows.iter().map(|r| base + ws.iter().zip(r).map(|(w, &x)| w * x as f64).sum::<f64>()).collect();
+        let patches = rows
+            .iter()
+            .map(|r| base + ws.iter().zip(r).map(|(w, &x)| w * signed_power(x as f64, plan.power)).sum::<f64>())
+            .collect();
         Ok((photo, patches))
     }
 }
