@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use image::codecs::jpeg::JpegEncoder;
 use keepers::library::decode::load_rgb;
-use keepers::model::quality::{self, CONFIG_FILE, MODEL_ID, QualityError, QualityModel, QualityScore, WEIGHTS_FILE};
 use keepers::model::multilevel::{self, LevelsPlan, STATS_DIM};
+use keepers::model::quality::{self, CONFIG_FILE, MODEL_ID, QualityError, QualityModel, QualityScore, WEIGHTS_FILE};
 use keepers::model::weights::WeightsFile;
 
 fn weights_dir() -> PathBuf {
@@ -231,10 +231,11 @@ fn score_and_features_returns_the_grid_patches_pooled_lite0_features() {
     let grid = quality::grid_patches(&img, m.config().grid_max, quality::PATCH);
     assert_eq!(q.patches.len(), grid.len());
     assert_eq!(feats.len(), grid.len() * 1280);
-    let net = keepers::model::imagenet::load_lite0(&WeightsFile::EfficientNetLite0.path(), candle_core::DType::F32, &candle_core::Device::Cpu)
-        .unwrap()
-        .fold(candle_core::DType::F32)
-        .unwrap();
+    let net =
+        keepers::model::imagenet::load_lite0(&WeightsFile::EfficientNetLite0.path(), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+            .fold(candle_core::DType::F32)
+            .unwrap();
     let imgs: Vec<&RgbImage> = grid.iter().map(|g| &g.patch.image).collect();
     let x = keepers::model::systems::patches_tensor(&imgs, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let pooled = net.features(&x).unwrap().pooled.flatten_all().unwrap().to_vec1::<f32>().unwrap();

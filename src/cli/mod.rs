@@ -89,9 +89,9 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Train the shipped quality model on a CSV of photos with MOS: multi-level frozen-Lite0 features
-    /// + ridge (default; nested k-fold CV over feature plans, lambda chosen inside each training
-    /// set), or `--system dma-fc` (the previous model: CV over epochs x weight decay); refit on all
+    /// Train the shipped quality model on a CSV of photos with MOS: ridge on multi-level
+    /// frozen-Lite0 features (default; nested k-fold CV over feature plans, lambda chosen inside
+    /// each training set), or `--system dma-fc` (the previous model: CV over epochs x weight decay); refit on all
     /// photos, write weights + JSON.
     TrainQuality {
         /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
@@ -133,7 +133,11 @@ pub enum Command {
         /// multilevel: feature plans cross-validated, comma-separated; each is views joined by
         /// `+` from grid, full, half, brisque, then optionally `:b<block balance>` and `:p<power>`
         /// (src/model/multilevel.rs).
-        #[arg(long, value_delimiter = ',', default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1"
+        )]
         plans: Vec<String>,
         /// multilevel: ridge penalties relative to the feature count (lambda = r * d), ascending.
         #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100")]
@@ -310,7 +314,22 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 cv_only,
             })
         }
-        Some(Command::TrainQuality { data, images, out, folds, seed, epochs, weight_decays, lr, native, arp, grid_max, cache, system, .. }) => {
+        Some(Command::TrainQuality {
+            data,
+            images,
+            out,
+            folds,
+            seed,
+            epochs,
+            weight_decays,
+            lr,
+            native,
+            arp,
+            grid_max,
+            cache,
+            system,
+            ..
+        }) => {
             if system != "dma-fc" {
                 anyhow::bail!("unknown --system {system:?} (multilevel or dma-fc)");
             }

@@ -1,15 +1,28 @@
 //! `keepers train-quality`: trains the shipped technical-quality model
-//! ([`crate::model::quality`], DMA-fc of paper 000 on the frozen Lite0 column) on a CSV of
-//! photos with mean opinion scores (the LIVE Challenge `labels.csv`).
+//! ([`crate::model::quality`]) on a CSV of photos with mean opinion scores (the LIVE Challenge
+//! `labels.csv`).
 //!
+//! `--system multilevel` (default, the shipped model; [`run_multilevel`]):
+//! 1. Features: every photo's multi-level Lite0 vectors ([`crate::model::multilevel`]: grid
+//!    patches, whole photo, half size, BRISQUE) computed by `photo_levels`, the app's function,
+//!    cached per photo.
+//! 2. For each feature plan given: nested k-fold cross-validation (the folds of `keepers cv`):
+//!    inside each outer training set an inner CV chooses the ridge penalty, the outer held-out
+//!    photos are scored with [`crate::model::multilevel::LinearHead::patch_scores`] (what the
+//!    app runs). SRCC / PLCC per fold, mean ± sample std, and the fixed-penalty CV curve.
+//! 3. The plan with the best outer mean SRCC is refit on every photo (penalty by inner CV on all
+//!    of them) and saved (`quality_multilevel.{safetensors,json,sha256}`), loaded back with
+//!    [`QualityModel::load`] and checked against the training-side scores from pixels.
+//!
+//! `--system dma-fc` (the previous model; [`run`]):
 //! 1. Features: the cached random native patches of `keepers cv` (same plan and cache), and
 //!    each photo's inference grid patches ([`quality::grid_patches`], cached beside them).
 //! 2. k-fold cross-validation (the folds of `keepers cv`) over a small grid of epochs x weight
 //!    decay; every fold is scored twice on its held-out photos: with the CV protocol (10
 //!    random bags of the cached random patches) and with the app's grid inference
 //!    ([`quality::score_features`]). SRCC / PLCC per fold, mean ± sample std.
-//! 3. The setting with the best mean held-out SRCC of grid inference (what the app runs) is
-//!    refit on every photo and saved: the variables after the column as safetensors, and a
+//! 3. The setting with the best mean held-out SRCC of grid inference is refit on every photo
+//!    and saved (`quality_dma_fc.*`): the variables after the column as safetensors, and a
 //!    JSON with the standardiser, plan, Lite0 sha256, CV figures and seed.
 //! 4. The saved files are loaded back with [`QualityModel::load`] and a few photos are scored
 //!    from pixels, which must agree with the training-side grid scores.
@@ -25,7 +38,9 @@ use rayon::prelude::*;
 use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::heads::HeadKind;
 use crate::model::multilevel::{LevelsPlan, PhotoLevels, View, photo_levels};
-use crate::model::quality::{self, CONFIG_FILE, LEGACY_DMA_CONFIG_FILE, LEGACY_DMA_MODEL_ID, LEGACY_DMA_WEIGHTS_FILE, MODEL_ID, QualityConfig, QualityModel};
+use crate::model::quality::{
+    self, CONFIG_FILE, LEGACY_DMA_CONFIG_FILE, LEGACY_DMA_MODEL_ID, LEGACY_DMA_WEIGHTS_FILE, MODEL_ID, QualityConfig, QualityModel,
+};
 use crate::model::systems::{ColumnKind, System, SystemConfig, SystemId, patches_tensor};
 use crate::model::weights::{self, WeightsFile};
 use crate::train::cv::{fold_ids, mean_std};
@@ -478,9 +493,8 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
             let xt: Vec<&[f64]> = train.iter().map(|&i| x[i].as_slice()).collect();
             let yt: Vec<f64> = train.iter().map(|&i| scores[i]).collect();
             let truth: Vec<f64> = test.iter().map(|&i| scores[i]).collect();
-            let (lambda, _) =
-                ridge::nested_lambda(&xt, &yt, &grid, Some(&cw), a.inner_folds, a.seed.wrapping_add(1 + fold as u64))
-                    .map_err(anyhow::Error::msg)?;
+            let (lambda, _) = ridge::nested_lambda(&xt, &yt, &grid, Some(&cw), a.inner_folds, a.seed.wrapping_add(1 + fold as u64))
+                .map_err(anyhow::Error::msg)?;
             let problem = ridge::RidgeProblem::weighted(&xt, &yt, Some(&cw));
             for (j, &l) in grid.iter().enumerate() {
                 let head = problem.fit(l).map_err(anyhow::Error::msg)?;
@@ -505,8 +519,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
             f.seconds
         );
         println!("{:>15} per fold SRCC {} PLCC {}", "", per_fold(&f.srcc), per_fold(&f.plcc));
-        let curve: Vec<String> =
-            a.lambdas.iter().zip(&f.curve_srcc).map(|(r, s)| format!("{r}: {:.3}", mean_std(s).0)).collect();
+        let curve: Vec<String> = a.lambdas.iter().zip(&f.curve_srcc).map(|(r, s)| format!("{r}: {:.3}", mean_std(s).0)).collect();
         println!("{:>15} CV curve (fixed r, mean SRCC): {}", "", curve.join("  "));
         results.push(f);
     }

@@ -274,11 +274,8 @@ pub fn photo_levels(
     } else {
         (Tensor::cat(&stats, 0)?, Tensor::cat(&pooled, 0)?)
     };
-    let brisques: Vec<Option<Vec<f64>>> = if plan.brisque {
-        images.par_iter().map(|img| Some(brisque::features(img).to_vec())).collect()
-    } else {
-        vec![None; images.len()]
-    };
+    let brisques: Vec<Option<Vec<f64>>> =
+        if plan.brisque { images.par_iter().map(|img| Some(brisque::features(img).to_vec())).collect() } else { vec![None; images.len()] };
     let whole = |img: &RgbImage, view: View| -> Result<Option<Vec<f32>>> {
         if !plan.views.contains(&view) {
             return Ok(None);
@@ -329,10 +326,8 @@ impl LinearHead {
         let xs = &x[slot * STATS_DIM..(slot + 1) * STATS_DIM];
         let base = photo - ws.iter().zip(xs).map(|(w, x)| w * x).sum::<f64>();
         let rows = levels.grid.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let patches = rows
-            .iter()
-            .map(|r| base + ws.iter().zip(r).map(|(w, &x)| w * signed_power(x as f64, plan.power)).sum::<f64>())
-            .collect();
+        let patches =
+            rows.iter().map(|r| base + ws.iter().zip(r).map(|(w, &x)| w * signed_power(x as f64, plan.power)).sum::<f64>()).collect();
         Ok((photo, patches))
     }
 }

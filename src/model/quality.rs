@@ -284,7 +284,7 @@ pub fn score_features(system: &System, mos: (f64, f64), feats: &Tensor) -> candl
 /// The head on the backbone's features.
 enum Head {
     /// DMA-fc / DMA-stat on the grid patches' pooled features (the previous model).
-    Dma(System),
+    Dma(Box<System>),
     /// Linear head on multi-level features (the shipped model).
     Linear { plan: LevelsPlan, head: LinearHead },
 }
@@ -372,7 +372,13 @@ impl QualityModel {
             };
             let (w, bias) = (get("w")?, get("bias")?);
             if w.len() != plan.dim() || bias.len() != 1 {
-                return Err(bad(format!("w has {} values and bias {}, the plan {} needs {} and 1", w.len(), bias.len(), plan.name(), plan.dim())));
+                return Err(bad(format!(
+                    "w has {} values and bias {}, the plan {} needs {} and 1",
+                    w.len(),
+                    bias.len(),
+                    plan.name(),
+                    plan.dim()
+                )));
             }
             Head::Linear { plan, head: LinearHead { w, bias: bias[0] } }
         } else {
@@ -397,7 +403,7 @@ impl QualityModel {
                 var.set(&t.to_dtype(DType::F32).and_then(|t| t.to_device(device)).map_err(load_err)?).map_err(load_err)?;
             }
             drop(data);
-            Head::Dma(system)
+            Head::Dma(Box::new(system))
         };
         Ok(Self { config, net, head, device: device.clone() })
     }

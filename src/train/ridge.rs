@@ -165,7 +165,8 @@ pub fn nested_lambda(
     for f in 0..folds {
         let tr: Vec<usize> = (0..y.len()).filter(|&i| ids[i] != f).collect();
         let te: Vec<usize> = (0..y.len()).filter(|&i| ids[i] == f).collect();
-        let p = RidgeProblem::weighted(&tr.iter().map(|&i| x[i]).collect::<Vec<_>>(), &tr.iter().map(|&i| y[i]).collect::<Vec<_>>(), weights);
+        let p =
+            RidgeProblem::weighted(&tr.iter().map(|&i| x[i]).collect::<Vec<_>>(), &tr.iter().map(|&i| y[i]).collect::<Vec<_>>(), weights);
         let truth: Vec<f64> = te.iter().map(|&i| y[i]).collect();
         for (s, &lambda) in sums.iter_mut().zip(grid) {
             let h = p.fit(lambda)?;
