@@ -3,8 +3,9 @@
 # Challenge (issue 7): SRCC / PLCC (mean ± std over folds) of
 #   - the baseline systems on the frozen backbone (`keepers cv`: global view, centre crop, one
 #     native patch, DMA-stat, DMA-fc, MP-avg, MP-ada),
-#   - the shipped model (DMA-fc, grid inference; its CV as recorded by `keepers train-quality`
-#     in weights/quality_dma_fc.json, same folds),
+#   - the shipped model (multi-level Lite0 + ridge; its nested CV as recorded by
+#     `keepers train-quality` in weights/quality_multilevel.json, every feature plan tried, same folds),
+#   - the previous model (DMA-fc, grid inference; weights/quality_dma_fc.json, same folds),
 #   - the Rust BRISQUE port (`keepers brisque --eval`), and the Python `brisque` package when its
 #     venv exists (scripts/brisque_reference.py says how to make it).
 # Features are cached after the first run (about 6 minutes for the 379 photos on 2 cores).
@@ -19,13 +20,19 @@ bin=target/release/keepers
 echo "== baselines on the frozen backbone (keepers cv, 5 folds, seed 0)"
 "$bin" cv --data "$data" --folds 5 --seed 0 \
   --systems scnn-warp,scnn-center,scnn-local,dma-stat,dma-fc,mp-avg,mp-ada
-echo "== shipped model (weights/quality_dma_fc.json, recorded by keepers train-quality, same folds)"
+echo "== shipped model (weights/quality_multilevel.json, nested CV recorded by keepers train-quality, same folds)"
 python3 - <<'PY'
 import json
+cv = json.load(open("weights/quality_multilevel.json"))["training"]["cv"]
+chosen = cv["chosen"]["plan"]
+for r in cv["plans"]:
+    mark = "  <- shipped" if r["plan"] == chosen else ""
+    print(f"multi-level {r['plan']:<28} SRCC {r['srcc_mean']:.3f} ± {r['srcc_std']:.3f}   PLCC {r['plcc_mean']:.3f} ± {r['plcc_std']:.3f}{mark}")
+print("== previous model (weights/quality_dma_fc.json, recorded by keepers train-quality --system dma-fc, same folds)")
 c = json.load(open("weights/quality_dma_fc.json"))["training"]["cv"]["chosen"]
 for k in ("grid", "random"):
     r = c[k]
-    print(f"shipped dma-fc ({k:6} inference)  SRCC {r['srcc_mean']:.3f} ± {r['srcc_std']:.3f}   PLCC {r['plcc_mean']:.3f} ± {r['plcc_std']:.3f}")
+    print(f"dma-fc ({k:6} inference)              SRCC {r['srcc_mean']:.3f} ± {r['srcc_std']:.3f}   PLCC {r['plcc_mean']:.3f} ± {r['plcc_std']:.3f}")
 PY
 echo "== BRISQUE, Rust port (same folds)"
 "$bin" brisque --eval "$data" --folds 5 --seed 0

@@ -1,7 +1,9 @@
-//! The shipped quality model (`weights/quality_dma_fc.*`, `src/model/quality.rs`) on real
-//! photos: degraded copies of the bundled samples score lower than the originals, batch
-//! scoring equals one-by-one scoring, the grid patches tile the photo, and a missing or
-//! tampered weights file is a typed error. Runs on the CPU.
+//! The shipped quality model (`weights/quality_multilevel.*`, multi-level Lite0 features + ridge,
+//! `src/model/quality.rs`) on real photos: degraded copies of the bundled samples score lower
+//! than the originals, batch scoring equals one-by-one scoring, the grid patches tile the photo,
+//! the features handed to the taste panel are the grid patches' final pooled Lite0 features, a
+//! missing or tampered weights file is a typed error, and the previous DMA-fc model still loads.
+//! Also the ridge fit itself ([`keepers::train::ridge`]). Runs on the CPU.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use image::codecs::jpeg::JpegEncoder;
 use keepers::library::decode::load_rgb;
+use keepers::model::multilevel::{self, LevelsPlan, STATS_DIM};
 use keepers::model::quality::{self, CONFIG_FILE, MODEL_ID, QualityError, QualityModel, QualityScore, WEIGHTS_FILE};
 use keepers::model::weights::WeightsFile;
 
@@ -187,20 +190,107 @@ fn a_missing_or_tampered_file_is_a_typed_error() {
     assert!(m.config().weights_sha256.starts_with(m.version()));
 }
 
-/// `cargo test --release --test quality -- --ignored --nocapture`: seconds per 12-MP photo
-/// (decode excluded), on a sample enlarged to 4000 x 3000.
+/// `cargo test --release --test quality -- --ignored --nocapture`: seconds per photo as the app
+/// decodes it (1024 x 768) and per 12-MP photo (4000 x 3000), decode excluded, for the shipped
+/// model and the previous DMA-fc.
 #[test]
 #[ignore]
-fn time_per_12_mp_photo() {
-    let m = model();
-    let img = image::imageops::resize(&samples()[0].1, 4000, 3000, image::imageops::FilterType::Triangle);
-    m.score(&[&img]).unwrap();
-    let reps = 5;
-    let t = std::time::Instant::now();
-    for _ in 0..reps {
-        m.score(&[&img]).unwrap();
+fn time_per_photo() {
+    let legacy = QualityModel::load(
+        &weights_dir().join(quality::LEGACY_DMA_CONFIG_FILE),
+        &WeightsFile::EfficientNetLite0.path(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for (name, m) in [("multi-level (shipped)", model()), ("dma-fc (previous)", legacy)] {
+        for (w, h) in [(1024, 768), (4000, 3000)] {
+            let img = image::imageops::resize(&samples()[0].1, w, h, image::imageops::FilterType::Triangle);
+            m.score(&[&img]).unwrap();
+            let reps = 3;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                m.score(&[&img]).unwrap();
+            }
+            println!(
+                "{name}: {:.3} s per {w} x {h} photo ({} threads)",
+                t.elapsed().as_secs_f64() / reps as f64,
+                rayon::current_num_threads()
+            );
+        }
     }
-    println!("{:.3} s per 12-MP photo ({} threads)", t.elapsed().as_secs_f64() / reps as f64, rayon::current_num_threads());
+}
+
+/// The features `score_and_features` hands to the taste panel are the grid patches' final pooled
+/// 1280-d Lite0 features, exactly as `FoldedLite::features` computes them; the multi-level
+/// vector's head means are the same numbers.
+#[test]
+fn score_and_features_returns_the_grid_patches_pooled_lite0_features() {
+    let m = model();
+    let img = samples().into_iter().find(|(n, _)| n == "coffee.png").unwrap().1;
+    let (q, feats) = m.score_and_features(&[&img]).unwrap().remove(0);
+    let grid = quality::grid_patches(&img, m.config().grid_max, quality::PATCH);
+    assert_eq!(q.patches.len(), grid.len());
+    assert_eq!(feats.len(), grid.len() * 1280);
+    let net =
+        keepers::model::imagenet::load_lite0(&WeightsFile::EfficientNetLite0.path(), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+            .fold(candle_core::DType::F32)
+            .unwrap();
+    let imgs: Vec<&RgbImage> = grid.iter().map(|g| &g.patch.image).collect();
+    let x = keepers::model::systems::patches_tensor(&imgs, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let pooled = net.features(&x).unwrap().pooled.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let worst = feats.iter().zip(&pooled).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-4, "taste features differ from the pooled Lite0 features by {worst}");
+    let (stats, pooled2) = multilevel::multilevel_stats(&net, &x).unwrap();
+    assert_eq!(stats.dims(), &[grid.len(), STATS_DIM]);
+    let head_means = stats.narrow(1, multilevel::HEAD_MEAN_OFFSET, 1280).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let p2 = pooled2.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(head_means.iter().zip(&p2).all(|(a, b)| (a - b).abs() < 1e-5));
+    // Standard deviations are non-negative.
+    let s = stats.to_vec2::<f32>().unwrap();
+    assert!(s.iter().all(|r| r[32..64].iter().all(|v| *v >= 0.0 && v.is_finite())));
+}
+
+/// The shipped model is the multi-level ridge model; the previous DMA-fc files still load and score.
+#[test]
+fn the_shipped_model_is_multilevel_and_the_previous_dma_fc_still_loads() {
+    let m = model();
+    assert_eq!(m.config().system, quality::MULTILEVEL_SYSTEM);
+    let plan = m.config().levels.clone().expect("a feature plan");
+    assert_eq!(LevelsPlan::parse(&plan.name()), Some(plan));
+    let legacy = QualityModel::load(
+        &weights_dir().join(quality::LEGACY_DMA_CONFIG_FILE),
+        &WeightsFile::EfficientNetLite0.path(),
+        &candle_core::Device::Cpu,
+    )
+    .expect("the previous DMA-fc model loads");
+    assert_eq!(legacy.config().system, "DMA-fc");
+    let img = samples().into_iter().find(|(n, _)| n == "coffee.png").unwrap().1;
+    let q = legacy.score(&[&img]).unwrap().remove(0);
+    assert!(q.score.is_finite() && !q.patches.is_empty());
+}
+
+/// Ridge in closed form recovers a linear function of standardised features; block weights and the
+/// standardisation are folded into the head; the inner CV picks a small penalty on clean data.
+#[test]
+fn ridge_recovers_a_linear_function_and_folds_its_standardisation() {
+    let mut rng = common::Rng::new(7);
+    let (n, d) = (120, 40);
+    let truth: Vec<f64> = (0..d).map(|j| if j < 5 { 1.0 + j as f64 } else { 0.0 }).collect();
+    let x: Vec<Vec<f64>> = (0..n).map(|_| (0..d).map(|j| 10.0 + (j as f64 + 1.0) * rng.normal()).collect()).collect();
+    let y: Vec<f64> = x.iter().map(|r| 3.0 + r.iter().zip(&truth).map(|(a, b)| a * b).sum::<f64>()).collect();
+    let rows: Vec<&[f64]> = x.iter().map(Vec::as_slice).collect();
+    let head = keepers::train::ridge::fit(&rows, &y, 1e-6, None).unwrap();
+    for (r, t) in rows.iter().zip(&y) {
+        assert!((head.predict(r) - t).abs() < 1e-3 * t.abs().max(1.0), "{} vs {t}", head.predict(r));
+    }
+    let weights: Vec<f64> = (0..d).map(|j| if j % 2 == 0 { 2.0 } else { 0.5 }).collect();
+    let h2 = keepers::train::ridge::fit(&rows, &y, 1e-6, Some(&weights)).unwrap();
+    assert!((h2.predict(rows[0]) - y[0]).abs() < 1e-3 * y[0].abs());
+    let grid = [1e-4, 1e-2, 1.0, 1e2, 1e4];
+    let (lambda, means) = keepers::train::ridge::nested_lambda(&rows, &y, &grid, None, 5, 0).unwrap();
+    assert_eq!(means.len(), grid.len());
+    assert!(lambda <= 1.0, "chose {lambda} for noiseless data: {means:?}");
 }
 
 /// `keepers predict` prints the score the model gives, each grid cell's score in full-resolution

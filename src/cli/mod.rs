@@ -89,8 +89,10 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Train the shipped quality model (DMA-fc, frozen Lite0) on a CSV of photos with MOS: k-fold CV
-    /// over epochs x weight decay (SRCC/PLCC per fold), refit on all photos, write weights + JSON.
+    /// Train the shipped quality model on a CSV of photos with MOS: ridge on multi-level
+    /// frozen-Lite0 features (default; nested k-fold CV over feature plans, lambda chosen inside
+    /// each training set), or `--system dma-fc` (the previous model: CV over epochs x weight decay); refit on all
+    /// photos, write weights + JSON.
     TrainQuality {
         /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
         #[arg(long)]
@@ -98,22 +100,22 @@ pub enum Command {
         /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
         #[arg(long)]
         images: Option<PathBuf>,
-        /// Folder for quality_dma_fc.{safetensors,json,sha256}.
+        /// Folder for quality_multilevel.{safetensors,json,sha256} (dma-fc: quality_dma_fc.*).
         #[arg(long, default_value = "weights")]
         out: PathBuf,
         #[arg(long, default_value_t = 5)]
         folds: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Epoch counts tried by the CV, comma-separated.
+        /// dma-fc: epoch counts tried by the CV, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "40,80")]
         epochs: Vec<usize>,
-        /// AdamW weight decays tried by the CV, comma-separated.
+        /// dma-fc: AdamW weight decays tried by the CV, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "0.0001,0.01,1")]
         weight_decays: Vec<f64>,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
-        /// Native-resolution patches cached per photo (training and the CV protocol).
+        /// dma-fc: native-resolution patches cached per photo (training and the CV protocol).
         #[arg(long, default_value_t = 32)]
         native: usize,
         #[arg(long, default_value_t = 16)]
@@ -124,6 +126,28 @@ pub enum Command {
         /// Feature cache folder (default: the user cache dir, keepers/features).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// `multilevel` (multi-level Lite0 features + ridge, the shipped model) or `dma-fc`
+        /// (the previous model: DMA-fc on pooled features).
+        #[arg(long, default_value = "multilevel")]
+        system: String,
+        /// multilevel: feature plans cross-validated, comma-separated; each is views joined by
+        /// `+` from grid, full, half, brisque, then optionally `:b<block balance>` and `:p<power>`
+        /// (src/model/multilevel.rs).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1"
+        )]
+        plans: Vec<String>,
+        /// multilevel: ridge penalties relative to the feature count (lambda = r * d), ascending.
+        #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100")]
+        lambdas: Vec<f64>,
+        /// multilevel: inner folds choosing lambda inside each outer training set.
+        #[arg(long, default_value_t = 5)]
+        inner_folds: usize,
+        /// multilevel: cross-validate only, write no model.
+        #[arg(long)]
+        cv_only: bool,
     },
     /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
     /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
@@ -252,7 +276,66 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 out: out.as_deref(),
             })
         }
-        Some(Command::TrainQuality { data, images, out, folds, seed, epochs, weight_decays, lr, native, arp, grid_max, cache }) => {
+        Some(Command::TrainQuality {
+            data,
+            images,
+            out,
+            folds,
+            seed,
+            epochs,
+            weight_decays,
+            lr,
+            native,
+            arp,
+            grid_max,
+            cache,
+            system,
+            plans,
+            lambdas,
+            inner_folds,
+            cv_only,
+        }) if system == "multilevel" => {
+            let _ = (epochs, weight_decays, lr, native, arp);
+            let plans = plans
+                .iter()
+                .map(|p| {
+                    crate::model::multilevel::LevelsPlan::parse(p)
+                        .ok_or_else(|| anyhow::anyhow!("unknown plan {p:?} (views grid, full, half, brisque joined by +)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            train_quality::run_multilevel(train_quality::MultilevelArgs {
+                data: &data,
+                images: images.as_deref(),
+                out: &out,
+                folds,
+                seed,
+                plans: &plans,
+                lambdas: &lambdas,
+                inner_folds,
+                grid_max,
+                cache,
+                cv_only,
+            })
+        }
+        Some(Command::TrainQuality {
+            data,
+            images,
+            out,
+            folds,
+            seed,
+            epochs,
+            weight_decays,
+            lr,
+            native,
+            arp,
+            grid_max,
+            cache,
+            system,
+            ..
+        }) => {
+            if system != "dma-fc" {
+                anyhow::bail!("unknown --system {system:?} (multilevel or dma-fc)");
+            }
             train_quality::run(train_quality::TrainQualityArgs {
                 data: &data,
                 images: images.as_deref(),

@@ -211,7 +211,7 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let all: Vec<usize> = keeps.iter().chain(&rejects).copied().collect();
         let auc = roc_auc(&all.iter().map(|&i| u[i]).collect::<Vec<_>>(), &all.iter().map(|&i| keep_of(i)).collect::<Vec<_>>()).unwrap();
         println!(
-            "untuned model (shipped quality_dma_fc, trained on these photos: optimistic) on all {} labelled photos: AUC {auc:.3}",
+            "untuned model (shipped quality model, trained on these photos: optimistic) on all {} labelled photos: AUC {auc:.3}",
             all.len()
         );
     }

@@ -1,15 +1,28 @@
 //! `keepers train-quality`: trains the shipped technical-quality model
-//! ([`crate::model::quality`], DMA-fc of paper 000 on the frozen Lite0 column) on a CSV of
-//! photos with mean opinion scores (the LIVE Challenge `labels.csv`).
+//! ([`crate::model::quality`]) on a CSV of photos with mean opinion scores (the LIVE Challenge
+//! `labels.csv`).
 //!
+//! `--system multilevel` (default, the shipped model; [`run_multilevel`]):
+//! 1. Features: every photo's multi-level Lite0 vectors ([`crate::model::multilevel`]: grid
+//!    patches, whole photo, half size, BRISQUE) computed by `photo_levels`, the app's function,
+//!    cached per photo.
+//! 2. For each feature plan given: nested k-fold cross-validation (the folds of `keepers cv`):
+//!    inside each outer training set an inner CV chooses the ridge penalty, the outer held-out
+//!    photos are scored with [`crate::model::multilevel::LinearHead::patch_scores`] (what the
+//!    app runs). SRCC / PLCC per fold, mean ± sample std, and the fixed-penalty CV curve.
+//! 3. The plan with the best outer mean SRCC is refit on every photo (penalty by inner CV on all
+//!    of them) and saved (`quality_multilevel.{safetensors,json,sha256}`), loaded back with
+//!    [`QualityModel::load`] and checked against the training-side scores from pixels.
+//!
+//! `--system dma-fc` (the previous model; [`run`]):
 //! 1. Features: the cached random native patches of `keepers cv` (same plan and cache), and
 //!    each photo's inference grid patches ([`quality::grid_patches`], cached beside them).
 //! 2. k-fold cross-validation (the folds of `keepers cv`) over a small grid of epochs x weight
 //!    decay; every fold is scored twice on its held-out photos: with the CV protocol (10
 //!    random bags of the cached random patches) and with the app's grid inference
 //!    ([`quality::score_features`]). SRCC / PLCC per fold, mean ± sample std.
-//! 3. The setting with the best mean held-out SRCC of grid inference (what the app runs) is
-//!    refit on every photo and saved: the variables after the column as safetensors, and a
+//! 3. The setting with the best mean held-out SRCC of grid inference is refit on every photo
+//!    and saved (`quality_dma_fc.*`): the variables after the column as safetensors, and a
 //!    JSON with the standardiser, plan, Lite0 sha256, CV figures and seed.
 //! 4. The saved files are loaded back with [`QualityModel::load`] and a few photos are scored
 //!    from pixels, which must agree with the training-side grid scores.
@@ -24,7 +37,10 @@ use rayon::prelude::*;
 
 use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::heads::HeadKind;
-use crate::model::quality::{self, CONFIG_FILE, MODEL_ID, QualityConfig, QualityModel, WEIGHTS_FILE};
+use crate::model::multilevel::{LevelsPlan, PhotoLevels, View, photo_levels};
+use crate::model::quality::{
+    self, CONFIG_FILE, LEGACY_DMA_CONFIG_FILE, LEGACY_DMA_MODEL_ID, LEGACY_DMA_WEIGHTS_FILE, MODEL_ID, QualityConfig, QualityModel,
+};
 use crate::model::systems::{ColumnKind, System, SystemConfig, SystemId, patches_tensor};
 use crate::model::weights::{self, WeightsFile};
 use crate::train::cv::{fold_ids, mean_std};
@@ -32,6 +48,7 @@ use crate::train::data::Target;
 use crate::train::features::{FeaturePlan, PhotoFeatures};
 use crate::train::metrics::{plcc, srcc};
 use crate::train::pipeline::load_checked;
+use crate::train::ridge;
 use crate::train::small_data::{self, FitConfig, Standardizer};
 
 pub struct TrainQualityArgs<'a> {
@@ -240,7 +257,7 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
     );
 
     std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let wpath = a.out.join(WEIGHTS_FILE);
+    let wpath = a.out.join(LEGACY_DMA_WEIGHTS_FILE);
     candle_core::safetensors::save(&quality::head_variables(&varmap), &wpath).with_context(|| format!("writing {}", wpath.display()))?;
     let wsha = weights::sha256_hex(&std::fs::read(&wpath)?);
     std::fs::write(a.out.join("quality_dma_fc.sha256"), &wsha)?;
@@ -257,10 +274,11 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
         })
     };
     let config = QualityConfig {
-        model_id: MODEL_ID.to_string(),
+        model_id: LEGACY_DMA_MODEL_ID.to_string(),
         system: SystemId::DmaFc.name().to_string(),
         column: ColumnKind::Lite0.name().to_string(),
         head: "quality".to_string(),
+        levels: None,
         bag: cfg.patches,
         aggregation_dim: cfg.aggregation_dim,
         dropout: cfg.dropout,
@@ -268,7 +286,7 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
         mos_std: std.std,
         grid_max: a.grid_max,
         patch: quality::PATCH,
-        weights_file: WEIGHTS_FILE.to_string(),
+        weights_file: LEGACY_DMA_WEIGHTS_FILE.to_string(),
         weights_sha256: wsha.clone(),
         lite0_sha256: sha.clone(),
         training: serde_json::json!({
@@ -290,7 +308,7 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
                 a.lr, a.plan.native, a.plan.arp, a.grid_max),
         }),
     };
-    let jpath = a.out.join(CONFIG_FILE);
+    let jpath = a.out.join(LEGACY_DMA_CONFIG_FILE);
     std::fs::write(&jpath, serde_json::to_string_pretty(&config)? + "\n").with_context(|| format!("writing {}", jpath.display()))?;
     println!("wrote {} (sha256 {wsha}) and {}", wpath.display(), jpath.display());
 
@@ -317,4 +335,340 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     eprintln!("total {:.1} s", t_start.elapsed().as_secs_f64());
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-level features + ridge (issue 7): `keepers train-quality --system multilevel`.
+
+/// Arguments of the multi-level system.
+pub struct MultilevelArgs<'a> {
+    pub data: &'a Path,
+    pub images: Option<&'a Path>,
+    pub out: &'a Path,
+    pub folds: usize,
+    pub seed: u64,
+    /// Feature plans cross-validated (e.g. `grid`, `grid+full+brisque`).
+    pub plans: &'a [LevelsPlan],
+    /// Ridge penalties tried, relative to a row's squared norm after standardisation and block
+    /// weights (`lambda = r * sum_j w_j^2`, `= r * d` without balancing), ascending.
+    pub lambdas: &'a [f64],
+    pub inner_folds: usize,
+    pub grid_max: u32,
+    pub cache: Option<PathBuf>,
+    /// Cross-validate only: write no model.
+    pub cv_only: bool,
+}
+
+/// Every view of one photo (grid patches, whole photo, half size, BRISQUE), cached by (path,
+/// size, mtime, grid, backbone); the plans take what they need.
+fn cached_levels(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache: &Path) -> anyhow::Result<PhotoLevels> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let id = format!("{}\n{}\n{}\nlevels-v1-max{}-patch{}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
+    let file = cache.join(format!("{}.safetensors", &weights::sha256_hex(id.as_bytes())[..32]));
+    if let Ok(m) = candle_core::safetensors::load(&file, &Device::Cpu) {
+        let get = |k: &str| m.get(k).cloned();
+        if let (Some(grid), Some(grid_pooled), Some(full), Some(half), Some(b)) =
+            (get("grid"), get("grid_pooled"), get("full"), get("half"), get("brisque"))
+        {
+            return Ok(PhotoLevels {
+                grid,
+                grid_pooled,
+                full: Some(full.to_vec1::<f32>()?),
+                half: Some(half.to_vec1::<f32>()?),
+                brisque: Some(b.to_vec1::<f64>()?),
+            });
+        }
+    }
+    let img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let patches = quality::grid_patches(&img, grid_max, quality::PATCH);
+    let imgs: Vec<&image::RgbImage> = patches.iter().map(|g| &g.patch.image).collect();
+    let every = LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0, power: 1.0 };
+    let lv = photo_levels(net, &[&img], &[imgs], &every, 64, &Device::Cpu)?.remove(0);
+    let vec1 = |v: &[f32]| Tensor::new(v, &Device::Cpu);
+    let map = HashMap::from([
+        ("grid".to_string(), lv.grid.clone()),
+        ("grid_pooled".to_string(), lv.grid_pooled.clone()),
+        ("full".to_string(), vec1(lv.full.as_deref().unwrap())?),
+        ("half".to_string(), vec1(lv.half.as_deref().unwrap())?),
+        ("brisque".to_string(), Tensor::new(lv.brisque.as_deref().unwrap(), &Device::Cpu)?),
+    ]);
+    let tmp = file.with_extension("tmp");
+    candle_core::safetensors::save(&map, &tmp)?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(lv)
+}
+
+/// Held-out figures of one plan.
+#[derive(Debug, Clone, serde::Serialize)]
+struct PlanFigures {
+    plan: String,
+    dim: usize,
+    /// Nested CV (lambda chosen inside each outer training set).
+    srcc: Vec<f64>,
+    plcc: Vec<f64>,
+    lambda_rel: Vec<f64>,
+    /// Outer SRCC / PLCC with lambda fixed, one row per lambda (the CV curve; not a selection).
+    curve_srcc: Vec<Vec<f64>>,
+    curve_plcc: Vec<Vec<f64>>,
+    seconds: f64,
+}
+
+pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCode> {
+    let t_start = std::time::Instant::now();
+    let ds = super::cv::load_dataset(a.data, a.images)?;
+    let rows: Vec<_> = ds.samples.iter().filter(|s| s.target.score.is_some()).collect();
+    if rows.len() < a.folds * 2 || a.folds < 2 {
+        bail!("{}: {} rows with a score; {} folds need at least 2 folds of 2", a.data.display(), rows.len(), a.folds);
+    }
+    if a.plans.is_empty() || a.lambdas.is_empty() {
+        bail!("give at least one --plans and one --lambdas value");
+    }
+    if a.lambdas.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("--lambdas must be ascending");
+    }
+    let paths: Vec<PathBuf> = rows.iter().map(|s| s.path.clone()).collect();
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let sha = weights::sha256_hex(&weights::read_verified(WeightsFile::EfficientNetLite0, &lite0)?);
+    let net = crate::model::imagenet::load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
+    let cache = a.cache.clone().unwrap_or_else(super::cv::default_cache).join("quality-levels");
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+
+    let t0 = std::time::Instant::now();
+    let mut levels: Vec<Option<PhotoLevels>> = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        match cached_levels(p, a.grid_max, &net, &sha, &cache) {
+            Ok(l) => levels.push(Some(l)),
+            Err(e) => {
+                eprintln!("\nskipped {}: {e:#}", p.display());
+                skipped.push(p.display().to_string());
+                levels.push(None);
+            }
+        }
+        eprint!("\r  multi-level features {}/{}", i + 1, paths.len());
+    }
+    eprintln!("\r  multi-level features: {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
+    let kept: Vec<usize> = (0..paths.len()).filter(|&i| levels[i].is_some()).collect();
+    if kept.len() < a.folds * 2 {
+        bail!("only {} of {} photos could be read (is --images right?)", kept.len(), paths.len());
+    }
+    let lv: Vec<&PhotoLevels> = kept.iter().map(|&i| levels[i].as_ref().unwrap()).collect();
+    let scores: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
+    let folds = fold_ids(scores.len(), a.folds, a.seed);
+
+    println!(
+        "multi-level Lite0 + ridge, {}-fold cross-validation on {} ({} photos), seed {}; lambda = r * (sum of squared column weights; = d unbalanced), r in {:?}, chosen by inner {}-fold CV (mean SRCC) on each outer training set",
+        a.folds,
+        a.data.display(),
+        scores.len(),
+        a.seed,
+        a.lambdas,
+        a.inner_folds
+    );
+    println!("held-out SRCC / PLCC, mean ± std over folds, scored by the app's function (LinearHead::patch_scores on photo_levels)");
+    println!("{:<28} {:>6} {:>15} {:>15} {:>22} {:>6}", "plan", "d", "SRCC", "PLCC", "chosen r per fold", "s");
+    let mut results: Vec<PlanFigures> = Vec::new();
+    for plan in a.plans {
+        let t = std::time::Instant::now();
+        let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
+        let d = plan.dim();
+        let cw = plan.column_weights();
+        // lambda relative to the standardised-and-weighted squared norm of a row.
+        let scale: f64 = cw.iter().map(|w| w * w).sum();
+        let grid: Vec<f64> = a.lambdas.iter().map(|r| r * scale).collect();
+        let mut f = PlanFigures {
+            plan: plan.name(),
+            dim: d,
+            srcc: vec![],
+            plcc: vec![],
+            lambda_rel: vec![],
+            curve_srcc: vec![vec![]; grid.len()],
+            curve_plcc: vec![vec![]; grid.len()],
+            seconds: 0.0,
+        };
+        for fold in 0..a.folds {
+            let train: Vec<usize> = (0..scores.len()).filter(|&i| folds[i] != fold).collect();
+            let test: Vec<usize> = (0..scores.len()).filter(|&i| folds[i] == fold).collect();
+            let xt: Vec<&[f64]> = train.iter().map(|&i| x[i].as_slice()).collect();
+            let yt: Vec<f64> = train.iter().map(|&i| scores[i]).collect();
+            let truth: Vec<f64> = test.iter().map(|&i| scores[i]).collect();
+            let (lambda, _) = ridge::nested_lambda(&xt, &yt, &grid, Some(&cw), a.inner_folds, a.seed.wrapping_add(1 + fold as u64))
+                .map_err(anyhow::Error::msg)?;
+            let problem = ridge::RidgeProblem::weighted(&xt, &yt, Some(&cw));
+            for (j, &l) in grid.iter().enumerate() {
+                let head = problem.fit(l).map_err(anyhow::Error::msg)?;
+                let pred = test.iter().map(|&i| head.patch_scores(plan, lv[i]).map(|s| s.0)).collect::<candle_core::Result<Vec<_>>>()?;
+                if l == lambda {
+                    f.srcc.push(srcc(&pred, &truth).unwrap_or(f64::NAN));
+                    f.plcc.push(plcc(&pred, &truth).unwrap_or(f64::NAN));
+                    f.lambda_rel.push(l / scale);
+                }
+                f.curve_srcc[j].push(srcc(&pred, &truth).unwrap_or(f64::NAN));
+                f.curve_plcc[j].push(plcc(&pred, &truth).unwrap_or(f64::NAN));
+            }
+        }
+        f.seconds = t.elapsed().as_secs_f64();
+        println!(
+            "{:<28} {:>6} {:>15} {:>15} {:>22} {:>6.1}",
+            f.plan,
+            d,
+            ms(&f.srcc),
+            ms(&f.plcc),
+            f.lambda_rel.iter().map(|r| format!("{r}")).collect::<Vec<_>>().join(","),
+            f.seconds
+        );
+        println!("{:>15} per fold SRCC {} PLCC {}", "", per_fold(&f.srcc), per_fold(&f.plcc));
+        let curve: Vec<String> = a.lambdas.iter().zip(&f.curve_srcc).map(|(r, s)| format!("{r}: {:.3}", mean_std(s).0)).collect();
+        println!("{:>15} CV curve (fixed r, mean SRCC): {}", "", curve.join("  "));
+        results.push(f);
+    }
+    let best = results.iter().max_by(|x, y| mean_std(&x.srcc).0.total_cmp(&mean_std(&y.srcc).0)).cloned().expect("a plan");
+    println!("best plan by nested-CV mean SRCC: {} (SRCC {}, PLCC {})", best.plan, ms(&best.srcc), ms(&best.plcc));
+    if a.cv_only {
+        eprintln!("total {:.1} s", t_start.elapsed().as_secs_f64());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let plan = a.plans.iter().find(|p| p.name() == best.plan).unwrap().clone();
+    save_multilevel(&a, &plan, &best, &results, &lv, &scores, &kept, &paths, &sha, skipped, &lite0)?;
+    eprintln!("total {:.1} s", t_start.elapsed().as_secs_f64());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Refits the chosen plan on every photo (lambda by inner CV on all of them), writes
+/// `quality_multilevel.{safetensors,sha256,json}`, loads them back with [`QualityModel::load`]
+/// and checks that scoring photos from pixels gives the training-side scores.
+#[allow(clippy::too_many_arguments)]
+fn save_multilevel(
+    a: &MultilevelArgs,
+    plan: &LevelsPlan,
+    best: &PlanFigures,
+    results: &[PlanFigures],
+    lv: &[&PhotoLevels],
+    scores: &[f64],
+    kept: &[usize],
+    paths: &[PathBuf],
+    sha: &str,
+    skipped: Vec<String>,
+    lite0: &Path,
+) -> anyhow::Result<()> {
+    let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
+    let xr: Vec<&[f64]> = x.iter().map(Vec::as_slice).collect();
+    let d = plan.dim();
+    let cw = plan.column_weights();
+    let scale: f64 = cw.iter().map(|w| w * w).sum();
+    let grid: Vec<f64> = a.lambdas.iter().map(|r| r * scale).collect();
+    let (lambda, inner) = ridge::nested_lambda(&xr, scores, &grid, Some(&cw), a.inner_folds, a.seed).map_err(anyhow::Error::msg)?;
+    let head = ridge::fit(&xr, scores, lambda, Some(&cw)).map_err(anyhow::Error::msg)?;
+    let train_pred: Vec<f64> = lv.iter().map(|l| head.patch_scores(plan, l).map(|s| s.0)).collect::<candle_core::Result<_>>()?;
+    let train_srcc = srcc(&train_pred, scores).unwrap_or(f64::NAN);
+    println!(
+        "final fit on all {} photos, plan {} (d = {d}), lambda = {} * {scale:.4} (inner {}-fold CV on all photos; inner mean SRCC {:.3}); on its own training photos (a sanity check only): SRCC {train_srcc:.3}",
+        scores.len(),
+        plan.name(),
+        lambda / scale,
+        a.inner_folds,
+        inner.iter().cloned().fold(f64::MIN, f64::max),
+    );
+
+    std::fs::create_dir_all(a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let wpath = a.out.join(quality::WEIGHTS_FILE);
+    let tensors = HashMap::from([
+        ("w".to_string(), Tensor::new(head.w.as_slice(), &Device::Cpu)?),
+        ("bias".to_string(), Tensor::new(&[head.bias], &Device::Cpu)?),
+    ]);
+    candle_core::safetensors::save(&tensors, &wpath).with_context(|| format!("writing {}", wpath.display()))?;
+    let wsha = weights::sha256_hex(&std::fs::read(&wpath)?);
+    std::fs::write(a.out.join("quality_multilevel.sha256"), &wsha)?;
+    let summary = |f: &PlanFigures| {
+        let (s, ss) = mean_std(&f.srcc);
+        let (p, ps) = mean_std(&f.plcc);
+        let curve: Vec<serde_json::Value> = a
+            .lambdas
+            .iter()
+            .zip(f.curve_srcc.iter().zip(&f.curve_plcc))
+            .map(|(r, (cs, cp))| {
+                let ((sm, sd), (pm, pd)) = (mean_std(cs), mean_std(cp));
+                serde_json::json!({"r": r, "srcc": cs, "plcc": cp, "srcc_mean": sm, "srcc_std": sd, "plcc_mean": pm, "plcc_std": pd})
+            })
+            .collect();
+        serde_json::json!({
+            "plan": f.plan, "dim": f.dim, "seconds": f.seconds,
+            "srcc": f.srcc, "plcc": f.plcc, "srcc_mean": s, "srcc_std": ss, "plcc_mean": p, "plcc_std": ps,
+            "lambda_rel_per_fold": f.lambda_rel, "fixed_lambda_curve": curve,
+        })
+    };
+    let y_mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let y_std = (scores.iter().map(|s| (s - y_mean).powi(2)).sum::<f64>() / scores.len() as f64).sqrt();
+    let config = QualityConfig {
+        model_id: MODEL_ID.to_string(),
+        system: quality::MULTILEVEL_SYSTEM.to_string(),
+        column: ColumnKind::Lite0.name().to_string(),
+        head: "quality".to_string(),
+        levels: Some(plan.clone()),
+        bag: 0,
+        aggregation_dim: 0,
+        dropout: 0.0,
+        mos_mean: y_mean,
+        mos_std: y_std,
+        grid_max: a.grid_max,
+        patch: quality::PATCH,
+        weights_file: quality::WEIGHTS_FILE.to_string(),
+        weights_sha256: wsha.clone(),
+        lite0_sha256: sha.to_string(),
+        training: serde_json::json!({
+            "data": a.data.display().to_string(),
+            "photos": scores.len(),
+            "skipped": skipped,
+            "features": "multi-level Lite0 (src/model/multilevel.rs): per-channel mean and std of the stem, the 7 stages and the head, \
+                         on the grid patches (mean over patches), the whole photo and the half-size photo; BRISQUE's 36 features",
+            "fit": {"method": "ridge regression, closed form (dual, Cholesky, f64), standardised features, centred MOS",
+                    "lambda_rel": lambda / scale, "lambda_scale": scale, "column_weights": "LevelsPlan::column_weights (balance)", "lambda": lambda, "lambda_grid_rel": a.lambdas,
+                    "lambda_selection": format!("inner {}-fold CV (seed {}) on all photos, best mean SRCC", a.inner_folds, a.seed),
+                    "inner_cv_srcc": inner},
+            "cv": {"folds": a.folds, "seed": a.seed, "inner_folds": a.inner_folds,
+                   "protocol": "nested: lambda chosen by inner CV inside each outer training set; the plan chosen by the best outer mean SRCC among the plans tried (optimistic by that choice)",
+                   "scored_by": "photo_levels + LinearHead::patch_scores, the app's inference, on the photos as decoded",
+                   "chosen": summary(best), "plans": results.iter().map(summary).collect::<Vec<_>>()},
+            "training_set_srcc": train_srcc,
+            "command": format!(
+                "keepers train-quality --system multilevel --data {} --out {} --folds {} --seed {} --plans {} --lambdas {} --inner-folds {} --grid-max {}",
+                a.data.display(), a.out.display(), a.folds, a.seed,
+                a.plans.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
+                a.lambdas.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+                a.inner_folds, a.grid_max),
+        }),
+    };
+    let jpath = a.out.join(CONFIG_FILE);
+    std::fs::write(&jpath, serde_json::to_string_pretty(&config)? + "\n").with_context(|| format!("writing {}", jpath.display()))?;
+    println!("wrote {} (sha256 {wsha}) and {}", wpath.display(), jpath.display());
+
+    let model = QualityModel::load(&jpath, lite0, &Device::Cpu).with_context(|| format!("loading {}", jpath.display()))?;
+    let check: Vec<usize> = (0..scores.len().min(8)).collect();
+    let imgs = check
+        .iter()
+        .map(|&i| load_checked(&paths[kept[i]]).map_err(|e| anyhow::anyhow!("{}: {e}", paths[kept[i]].display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let refs: Vec<&image::RgbImage> = imgs.iter().collect();
+    let t = std::time::Instant::now();
+    let loaded = model.score(&refs)?;
+    let per_photo = t.elapsed().as_secs_f64() / refs.len() as f64;
+    let mut worst: f64 = 0.0;
+    for (&i, q) in check.iter().zip(&loaded) {
+        let (s, p) = head.patch_scores(plan, lv[i])?;
+        worst = worst.max((q.score as f64 - s).abs());
+        for (a, b) in q.patches.iter().zip(&p) {
+            worst = worst.max((a.score as f64 - b).abs());
+        }
+    }
+    println!(
+        "reloaded model (version {}): {} photos scored from pixels, {:.3} s/photo, largest difference (photo and patch scores) {worst:.2e} MOS",
+        model.version(),
+        refs.len(),
+        per_photo
+    );
+    if worst > 1e-2 {
+        bail!("the saved model disagrees with the trained one by {worst} MOS points");
+    }
+    Ok(())
 }

@@ -343,7 +343,14 @@ impl EfficientNetLite {
             Some(fc) => Some((fc.weight().to_dtype(dtype)?.t()?.contiguous()?, fc.bias().map(|b| b.to_dtype(dtype)).transpose()?)),
             None => None,
         };
-        Ok(FoldedLite { stem_kernel: k, stem_w, stem_b, blocks, head_w, head_b, fc })
+        // Index of each stage's last block: where its output is complete.
+        let mut stage_ends = Vec::new();
+        let mut end = 0;
+        for st in &self.cfg.stages {
+            end += st.repeats;
+            stage_ends.push(end - 1);
+        }
+        Ok(FoldedLite { stem_kernel: k, stem_w, stem_b, blocks, head_w, head_b, fc, stage_ends })
     }
 }
 
@@ -370,6 +377,8 @@ pub struct FoldedLite {
     head_w: Tensor,
     head_b: Tensor,
     fc: Option<(Tensor, Option<Tensor>)>,
+    /// Index of the last block of each stage.
+    stage_ends: Vec<usize>,
 }
 
 /// `(N,H,W,Cin)` x `(Cin,Cout)` + bias, optional ReLU6, fused.
@@ -380,8 +389,23 @@ fn pointwise_bias(x: &Tensor, wt: &Tensor, b: &Tensor, act: bool) -> Result<Tens
 
 impl FoldedLite {
     pub fn features(&self, x: &Tensor) -> Result<Features> {
+        self.features_tapped(x, &mut |_, _| Ok(()))
+    }
+
+    /// Number of intermediate maps [`Self::features_tapped`] hands out: the stem's output and
+    /// each stage's output (the final head map is in the returned [`Features`]).
+    pub fn taps(&self) -> usize {
+        1 + self.stage_ends.len()
+    }
+
+    /// [`Self::features`], calling `tap(i, map)` with the stem's output (`i = 0`, NHWC
+    /// `(N, H/2, W/2, stem channels)`) and each stage's output (`i = 1..=stages`, after the
+    /// stage's last block, residual included) as they are computed. The multi-level quality
+    /// features ([`super::multilevel`]) pool these.
+    pub fn features_tapped(&self, x: &Tensor, tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>) -> Result<Features> {
         let mut h = stem_conv_bias(x, &self.stem_w, &self.stem_b, self.stem_kernel, 2, true)?;
-        for b in &self.blocks {
+        tap(0, &h)?;
+        for (i, b) in self.blocks.iter().enumerate() {
             let input = h.clone();
             if let Some((w, bias)) = &b.expand {
                 h = pointwise_bias(&h, w, bias, true)?;
@@ -392,6 +416,9 @@ impl FoldedLite {
             h = pointwise_bias(&h, &b.project_w, &b.project_b, false)?;
             if b.residual {
                 h = (h + input)?;
+            }
+            if let Some(stage) = self.stage_ends.iter().position(|&e| e == i) {
+                tap(stage + 1, &h)?;
             }
         }
         let map = pointwise_bias(&h, &self.head_w, &self.head_b, true)?;

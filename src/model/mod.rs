@@ -10,7 +10,9 @@
 //! - [`weights`]: shipped weights files, located and sha256-verified.
 //! - [`preprocess`], [`imagenet`]: network input and ImageNet classification.
 //! - [`init`]: seeded weight initialisation and dropout (reproducible training).
-//! - [`quality`]: the shipped technical-quality model (DMA-fc on Lite0, LIVE Challenge MOS).
+//! - [`quality`]: the shipped technical-quality model (ridge on multi-level Lite0 features, LIVE
+//!   Challenge MOS; the previous DMA-fc still loads).
+//! - [`multilevel`]: per-level mean/std pooling of the frozen Lite0 and the linear quality head.
 //! - [`brisque`]: BRISQUE (Mittal et al. 2012) with the LIVE-trained SVR, the classical baseline.
 //! - [`views`]: the papers' views and patches (seeded), each with its rectangle in the photo.
 //! - [`systems`]: the seed systems by id (SCNN ... ARP-MPEMD), built from the pieces above.
@@ -23,6 +25,7 @@ pub mod depthwise;
 pub mod efficientnet_lite;
 pub mod heads;
 pub mod imagenet;
+pub mod multilevel;
 pub mod init;
 pub mod padding;
 pub mod pointwise;

@@ -1,33 +1,39 @@
-//! The shipped technical-quality model: DMA-fc (paper 000, Lu et al., "Deep Multi-Patch
-//! Aggregation Network", eq. 4-6: a bag of M = 5 patches through a shared column, the sorting
-//! layer, FC 256 with ReLU, a linear head) on the frozen ImageNet EfficientNet-Lite0 column,
-//! with a quality head regressed on the LIVE In the Wild Image Quality Challenge MOS
-//! (379 photos, `../shared/data/livec/`), trained by `keepers train-quality`
-//! (`src/cli/train_quality.rs`, small-data procedure of [`crate::train::small_data`]).
+//! The shipped technical-quality model: a ridge-regression head on multi-level features of
+//! the frozen ImageNet EfficientNet-Lite0 ([`super::multilevel`]: per-channel mean and std of
+//! the stem, every stage and the head), regressed on the LIVE In the Wild Image Quality
+//! Challenge MOS (379 photos, `../shared/data/livec/`), trained by `keepers train-quality`
+//! (`src/cli/train_quality.rs`, closed-form ridge with the penalty chosen by nested CV in
+//! [`crate::train::ridge`]). Figures and the procedure: `weights/quality.md`.
 //!
-//! Files: `weights/quality_dma_fc.json` (system, head, MOS standardiser, feature plan, the
-//! Lite0 sha256 it was trained on, cross-validation figures, seed) and
-//! `weights/quality_dma_fc.safetensors` (only the variables after the column: `aggregate.*`,
-//! `head.*`, `patch_head.*`). Both are checked: a missing file is [`QualityError::NotTrained`]
-//! (the app says "not trained yet"), a weights file whose sha256 differs from the JSON's, or
-//! a JSON trained on another backbone, is refused.
+//! Files: `weights/quality_multilevel.json` (system, feature plan, grid, the Lite0 sha256 it was
+//! trained on, cross-validation figures, seed) and `weights/quality_multilevel.safetensors`
+//! (the linear head: `w`, `bias`, f64). Both are checked: a missing file is
+//! [`QualityError::NotTrained`] (the app says "not trained yet"), a weights file whose sha256
+//! differs from the JSON's, or a JSON trained on another backbone, is refused.
 //!
-//! Inference ([`QualityModel::score`]), and how it differs from the cross-validation protocol:
-//! - Training and CV draw random 224 x 224 native-resolution patches (32 cached per photo,
-//!   [`crate::train::features`]) and average 10 random bags of 5 at test time.
-//! - The app instead takes a deterministic regular grid ([`grid_patches`]): the photo is cut
-//!   into `cols x rows` cells (`ceil(side / 224)` per side, at most [`DEFAULT_GRID_MAX`] = 4),
-//!   and a native-resolution 224 patch is taken at the centre of each cell (moved inward at the
-//!   borders). Photos smaller than 224 on a side are enlarged to 224 first, as
-//!   `views::random_patches` does. All patches of all photos run through the BN-folded
-//!   backbone in batches; the bags are cyclic ([`cyclic_bags`]): bag `k` holds patches
-//!   `k, k + s, ..., k + 4s (mod n)`, `s = max(1, n / 5)`, one bag per patch, so every patch
-//!   is in exactly 5 bags (distinct patches when `n >= 5`). The photo's score is the mean of
-//!   the bags' outputs (DMA's test-time average, [`System::forward_features`]); each grid
-//!   patch's own score is DMA's per-patch head on its feature, the heatmap.
-//! - Same code path in both places: `keepers train-quality` scores every held-out fold with
-//!   [`score_features`] on grid features as well as with the random-bag protocol, and reports
-//!   both (figures in `weights/quality.md`).
+//! The previous model, DMA-fc (paper 000, Lu et al., "Deep Multi-Patch Aggregation Network",
+//! eq. 4-6: bags of M = 5 grid patches' pooled features, the sorting layer, FC 256, a linear
+//! head; `weights/quality_dma_fc.*`), still loads from its own JSON ([`LEGACY_DMA_CONFIG_FILE`])
+//! for comparison; [`default_paths`] points at the multi-level model.
+//!
+//! Inference ([`QualityModel::score`]) is the code path cross-validation scores:
+//! - The photo (the app hands it decoded to 1024 px on the long side) is cut into a regular grid
+//!   ([`grid_patches`]): `cols x rows` cells (`ceil(side / 224)` per side, at most
+//!   [`DEFAULT_GRID_MAX`] = 4), a native-resolution 224 patch at the centre of each cell (moved
+//!   inward at the borders). Photos smaller than 224 on a side are enlarged to 224 first.
+//! - All grid patches of all photos run through the BN-folded backbone in batches, pooled per
+//!   level ([`super::multilevel::photo_levels`]); the views the plan asks for beyond the grid
+//!   (the whole photo, half size, BRISQUE) are computed per photo by the same function.
+//! - The photo's score is the linear head on the plan's photo vector; each grid patch's score
+//!   (the heatmap) is the same head with the patch's own vector in place of the grid mean
+//!   ([`super::multilevel::LinearHead::patch_scores`]).
+//! - `keepers train-quality` computes every held-out photo's features with `photo_levels` on
+//!   the grid of the photo as decoded and scores them with `patch_scores`: the CV figures are
+//!   this inference's figures (on LIVE's 500 x 500 photos, which the 1024-px decode leaves as
+//!   they are).
+//!
+//! The grid patches' final pooled 1280-d Lite0 features (the taste panel's input,
+//! [`PATCH_FEATURES_ID`]) come out of the same backbone pass ([`QualityModel::score_and_features`]).
 //!
 //! Scores are on the LIVE MOS scale (about 0..100, higher is better): technical quality as
 //! crowd raters judged it (blur, noise, exposure, compression), not aesthetics.
@@ -46,18 +52,26 @@ use serde::{Deserialize, Serialize};
 use super::efficientnet_lite::FoldedLite;
 use super::heads::HeadKind;
 use super::imagenet::load_lite0;
+use super::multilevel::{LevelsPlan, LinearHead, photo_levels};
 use super::systems::{ColumnKind, System, SystemConfig, SystemId, patches_tensor};
 use super::views::{Patch, Rect};
 use super::weights::{self, WeightsError, WeightsFile};
 
 /// Key under which the app's database stores this model's outputs.
-pub const MODEL_ID: &str = "quality-dma-fc";
+pub const MODEL_ID: &str = "quality-multilevel";
+/// Model id of the previous DMA-fc model (its JSON still loads).
+pub const LEGACY_DMA_MODEL_ID: &str = "quality-dma-fc";
+/// System name of the multi-level ridge model in its JSON.
+pub const MULTILEVEL_SYSTEM: &str = "ridge-multilevel";
 /// Embedding key of the grid patches' pooled Lite0 features (stored under the Lite0 weights'
 /// sha256): what taste profiles train and score on in the app.
 pub const PATCH_FEATURES_ID: &str = "lite0-grid-patches-v1";
-/// File names in the weights folder.
-pub const CONFIG_FILE: &str = "quality_dma_fc.json";
-pub const WEIGHTS_FILE: &str = "quality_dma_fc.safetensors";
+/// File names in the weights folder (the shipped model).
+pub const CONFIG_FILE: &str = "quality_multilevel.json";
+pub const WEIGHTS_FILE: &str = "quality_multilevel.safetensors";
+/// The previous model's files (DMA-fc), kept for comparison.
+pub const LEGACY_DMA_CONFIG_FILE: &str = "quality_dma_fc.json";
+pub const LEGACY_DMA_WEIGHTS_FILE: &str = "quality_dma_fc.safetensors";
 /// Most grid cells per side at inference (4 x 4 = 16 patches for a large photo).
 pub const DEFAULT_GRID_MAX: u32 = 4;
 /// Patch side: the backbone's input.
@@ -71,18 +85,25 @@ const COLUMN_PREFIX: &str = "column.";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityConfig {
     pub model_id: String,
-    /// System id as [`SystemId::name`] writes it (`DMA-fc`).
+    /// [`MULTILEVEL_SYSTEM`], or a DMA system id as [`SystemId::name`] writes it (`DMA-fc`).
     pub system: String,
     /// Column kind (`lite0`, frozen).
     pub column: String,
-    /// Head kind (`quality`: one scalar on the standardised MOS).
+    /// Head kind (`quality`: one scalar on the MOS scale).
     pub head: String,
-    /// DMA's bag size M.
+    /// Multi-level model: the views its linear head reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<LevelsPlan>,
+    /// DMA: bag size M.
+    #[serde(default)]
     pub bag: usize,
-    /// DMA's aggregation FC width V.
+    /// DMA: aggregation FC width V.
+    #[serde(default)]
     pub aggregation_dim: usize,
+    #[serde(default)]
     pub dropout: f32,
-    /// The standardiser of the training MOS: `mos = mean + std * output`.
+    /// DMA: the standardiser of the training MOS, `mos = mean + std * output` (the multi-level
+    /// head has it folded in; recorded for information).
     pub mos_mean: f64,
     pub mos_std: f64,
     /// Inference grid: most cells per side, patch side.
@@ -260,11 +281,19 @@ pub fn score_features(system: &System, mos: (f64, f64), feats: &Tensor) -> candl
     Ok((to_mos(raw[0]), patches))
 }
 
+/// The head on the backbone's features.
+enum Head {
+    /// DMA-fc / DMA-stat on the grid patches' pooled features (the previous model).
+    Dma(Box<System>),
+    /// Linear head on multi-level features (the shipped model).
+    Linear { plan: LevelsPlan, head: LinearHead },
+}
+
 /// The trained quality model, ready to score photos.
 pub struct QualityModel {
     config: QualityConfig,
     net: FoldedLite,
-    system: System,
+    head: Head,
     device: Device,
 }
 
@@ -274,7 +303,7 @@ impl std::fmt::Debug for QualityModel {
     }
 }
 
-/// `weights/quality_dma_fc.json` and `weights/efficientnet_lite0.safetensors` in the weights
+/// `weights/quality_multilevel.json` and `weights/efficientnet_lite0.safetensors` in the weights
 /// folder ([`weights::weights_dir`]).
 pub fn default_paths() -> (PathBuf, PathBuf) {
     (weights::weights_dir().join(CONFIG_FILE), WeightsFile::EfficientNetLite0.path())
@@ -305,10 +334,14 @@ impl QualityModel {
         let config: QualityConfig =
             serde_json::from_slice(&text).map_err(|source| QualityError::Config { path: json_path.to_owned(), source })?;
         let invalid = |reason: String| QualityError::Invalid { path: json_path.to_owned(), reason };
-        if config.model_id != MODEL_ID {
-            return Err(invalid(format!("model id {:?}, expected {MODEL_ID:?}", config.model_id)));
+        let multilevel = config.system == MULTILEVEL_SYSTEM;
+        let expected_id = if multilevel { MODEL_ID } else { LEGACY_DMA_MODEL_ID };
+        if config.model_id != expected_id {
+            return Err(invalid(format!("model id {:?}, expected {expected_id:?} for system {:?}", config.model_id, config.system)));
         }
-        let sys_cfg = config.system_config().map_err(invalid)?;
+        if config.patch != ColumnKind::Lite0.input_size() {
+            return Err(invalid(format!("patch side {} differs from the backbone's {}", config.patch, ColumnKind::Lite0.input_size())));
+        }
         let wpath = json_path.parent().unwrap_or(Path::new(".")).join(&config.weights_file);
         let bytes = read(&wpath)?;
         let actual = weights::sha256_hex(&bytes);
@@ -322,16 +355,40 @@ impl QualityModel {
         let net = load_lite0(lite0_path, DType::F32, device)?
             .fold(DType::F32)
             .map_err(|source| QualityError::Load { path: lite0_path.to_owned(), source })?;
-
         let load_err = |source: candle_core::Error| QualityError::Load { path: wpath.clone(), source };
-        let varmap = VarMap::new();
-        let system = System::new(&sys_cfg, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(load_err)?;
-        let stored = candle_core::safetensors::load_buffer(&bytes, device).map_err(load_err)?;
-        let wanted = head_variables(&varmap);
-        if let Some(extra) = stored.keys().find(|k| !wanted.contains_key(*k)) {
-            return Err(QualityError::Invalid { path: wpath, reason: format!("unexpected tensor {extra}") });
-        }
-        {
+        let stored = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(load_err)?;
+        let head = if multilevel {
+            let plan = config.levels.clone().ok_or_else(|| invalid("a multi-level model needs `levels`".into()))?;
+            if ColumnKind::parse(&config.column) != Some(ColumnKind::Lite0) || config.head != "quality" {
+                return Err(invalid(format!("column {:?} / head {:?}: expected lite0 / quality", config.column, config.head)));
+            }
+            let bad = |reason: String| QualityError::Invalid { path: wpath.clone(), reason };
+            if let Some(extra) = stored.keys().find(|k| *k != "w" && *k != "bias") {
+                return Err(bad(format!("unexpected tensor {extra}")));
+            }
+            let get = |k: &str| -> Result<Vec<f64>, QualityError> {
+                let t = stored.get(k).ok_or_else(|| bad(format!("no tensor {k}")))?;
+                t.to_dtype(DType::F64).and_then(|t| t.flatten_all()?.to_vec1::<f64>()).map_err(load_err)
+            };
+            let (w, bias) = (get("w")?, get("bias")?);
+            if w.len() != plan.dim() || bias.len() != 1 {
+                return Err(bad(format!(
+                    "w has {} values and bias {}, the plan {} needs {} and 1",
+                    w.len(),
+                    bias.len(),
+                    plan.name(),
+                    plan.dim()
+                )));
+            }
+            Head::Linear { plan, head: LinearHead { w, bias: bias[0] } }
+        } else {
+            let sys_cfg = config.system_config().map_err(invalid)?;
+            let varmap = VarMap::new();
+            let system = System::new(&sys_cfg, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(load_err)?;
+            let wanted = head_variables(&varmap);
+            if let Some(extra) = stored.keys().find(|k| !wanted.contains_key(*k)) {
+                return Err(QualityError::Invalid { path: wpath, reason: format!("unexpected tensor {extra}") });
+            }
             let data = varmap.data().lock().expect("variable map poisoned");
             for name in wanted.keys() {
                 let t =
@@ -343,10 +400,12 @@ impl QualityModel {
                         reason: format!("{name}: shape {:?}, the network has {:?}", t.dims(), var.dims()),
                     });
                 }
-                var.set(&t.to_dtype(DType::F32).map_err(load_err)?).map_err(load_err)?;
+                var.set(&t.to_dtype(DType::F32).and_then(|t| t.to_device(device)).map_err(load_err)?).map_err(load_err)?;
             }
-        }
-        Ok(Self { config, net, system, device: device.clone() })
+            drop(data);
+            Head::Dma(Box::new(system))
+        };
+        Ok(Self { config, net, head, device: device.clone() })
     }
 
     /// The weights' sha256 prefix (12 hex digits): stored outputs are keyed by it.
@@ -376,20 +435,39 @@ impl QualityModel {
         if all.is_empty() {
             return Ok(Vec::new());
         }
-        let mut feats = Vec::new();
-        for chunk in all.chunks(BATCH) {
-            feats.push(self.net.features(&patches_tensor(chunk, DType::F32, &self.device)?)?.pooled);
-        }
-        let feats = Tensor::cat(&feats, 0)?;
-        let mos = (self.config.mos_mean, self.config.mos_std);
         let mut out = Vec::with_capacity(grids.len());
-        let mut offset = 0;
-        for grid in &grids {
-            let own = feats.narrow(0, offset, grid.len())?;
-            let (score, patch_scores) = score_features(&self.system, mos, &own)?;
-            offset += grid.len();
-            let patches = grid.iter().zip(patch_scores).map(|(g, score)| PatchScore { rect: g.patch.rect, cell: g.cell, score }).collect();
-            out.push((QualityScore { score, patches }, own.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?));
+        match &self.head {
+            Head::Linear { plan, head } => {
+                let patch_imgs: Vec<Vec<&RgbImage>> = grids.iter().map(|g| g.iter().map(|p| &p.patch.image).collect()).collect();
+                let levels = photo_levels(&self.net, images, &patch_imgs, plan, BATCH, &self.device)?;
+                for (grid, lv) in grids.iter().zip(&levels) {
+                    let (score, patch_scores) = head.patch_scores(plan, lv)?;
+                    let patches = grid
+                        .iter()
+                        .zip(patch_scores)
+                        .map(|(g, score)| PatchScore { rect: g.patch.rect, cell: g.cell, score: score as f32 })
+                        .collect();
+                    let feats = lv.grid_pooled.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    out.push((QualityScore { score: score as f32, patches }, feats));
+                }
+            }
+            Head::Dma(system) => {
+                let mut feats = Vec::new();
+                for chunk in all.chunks(BATCH) {
+                    feats.push(self.net.features(&patches_tensor(chunk, DType::F32, &self.device)?)?.pooled);
+                }
+                let feats = Tensor::cat(&feats, 0)?;
+                let mos = (self.config.mos_mean, self.config.mos_std);
+                let mut offset = 0;
+                for grid in &grids {
+                    let own = feats.narrow(0, offset, grid.len())?;
+                    let (score, patch_scores) = score_features(system, mos, &own)?;
+                    offset += grid.len();
+                    let patches =
+                        grid.iter().zip(patch_scores).map(|(g, score)| PatchScore { rect: g.patch.rect, cell: g.cell, score }).collect();
+                    out.push((QualityScore { score, patches }, own.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?));
+                }
+            }
         }
         Ok(out)
     }

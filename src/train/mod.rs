@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod optim;
 pub mod pipeline;
 pub mod profiles;
+pub mod ridge;
 pub mod schedule;
 pub mod small_data;
 pub mod taste;

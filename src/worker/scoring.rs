@@ -117,7 +117,7 @@ impl QualityScorer for crate::model::quality::QualityModel {
     }
 }
 
-/// Loads the shipped quality model (weights/quality_dma_fc.*); a missing file is reported as "not trained
+/// Loads the shipped quality model (weights/quality_multilevel.*); a missing file is reported as "not trained
 /// yet" through [`ScoreEvent::ModelUnavailable`].
 pub fn shipped_quality() -> QualityLoader {
     Box::new(|device: &Device| {
