@@ -407,6 +407,31 @@ impl System {
         &self.cfg
     }
 
+    /// Restarts every dropout stream of the network from `seed` (each layer keyed by its
+    /// place): a trainer calls this before each step with a value derived from the run's seed
+    /// and the step, so a run resumed from a checkpoint draws the masks the uninterrupted run
+    /// drew.
+    pub fn reseed_dropout(&self, seed: u64) {
+        let mix = |i: u64| seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        match &self.net {
+            Network::Global { columns, frozen, .. } => {
+                for (i, c) in columns.iter().chain(frozen.iter()).enumerate() {
+                    c.reseed_dropout(mix(i as u64 + 1));
+                }
+            }
+            Network::Dma { column, dropout, .. } => {
+                column.reseed_dropout(mix(1));
+                dropout.reseed(mix(2));
+            }
+            Network::PerPatch { column, .. } => column.reseed_dropout(mix(1)),
+            Network::Theme(net) => net.reseed_dropout(mix(1)),
+            Network::Fused { dma, imagenet } => {
+                dma.reseed_dropout(mix(3));
+                imagenet.reseed_dropout(mix(4));
+            }
+        }
+    }
+
     pub fn head_kind(&self) -> &HeadKind {
         &self.cfg.head
     }
