@@ -337,7 +337,7 @@ impl System {
             SystemId::Dcnn | SystemId::RdcnnStyle | SystemId::RdcnnSemantic => {
                 let columns = vec![Column::new(&cfg.column, vb.pp("global"))?, Column::new(&cfg.column, vb.pp("local"))?];
                 let frozen_kind = match cfg.id {
-                    SystemId::RdcnnStyle => Some(ColumnKind::Arch1(crate::model::column::Arch1Config::style_quality())),
+                    SystemId::RdcnnStyle => Some(style_column_for(&cfg.column)),
                     SystemId::RdcnnSemantic => Some(ColumnKind::Lite0),
                     _ => None,
                 };
@@ -728,6 +728,17 @@ impl System {
             Network::Theme(n) => n.head(),
             Network::Fused { imagenet, .. } => imagenet.pred_head(),
         }
+    }
+}
+
+/// RDCNN-style's frozen column for aesthetic columns of kind `column`: the Style-SCNN's Arch-1
+/// style column (32 filters in conv2/conv3, paper 000 sec. 5.1) at the columns' input size;
+/// for the reduced `arch1-small` columns, an `arch1-small` column (already 32 filters).
+pub fn style_column_for(column: &ColumnKind) -> ColumnKind {
+    use crate::model::column::Arch1Config;
+    match column {
+        ColumnKind::Arch1(c) if *c == Arch1Config::small() => ColumnKind::Arch1(Arch1Config::small()),
+        _ => ColumnKind::Arch1(Arch1Config::style_quality()),
     }
 }
 

@@ -49,7 +49,6 @@ use serde::{Deserialize, Serialize};
 
 pub use evaluate::{EvalConfig, LoadedModel, evaluate, load_model, metrics_for, metrics_table};
 
-use crate::model::column::Arch1Config;
 use crate::model::heads::HeadKind;
 use crate::model::systems::{ColumnKind, RoiKind, SystemConfig, SystemId};
 use crate::model::views::GlobalView;
@@ -376,7 +375,7 @@ impl Task {
 /// evaluation derives them the same way).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetRules {
-    /// Binary task on scored data without labels: label = score > this (the training median).
+    /// Binary task on scored data without any label: label = score > this (the training median).
     pub binary_threshold: Option<f64>,
     /// Distribution task on data with a score and its std but no histogram: the score range
     /// mapped onto bins 1..K (a discretised normal of the ratings' mean and std).
@@ -389,7 +388,9 @@ impl TargetRules {
         let scores: Vec<f64> = train.samples.iter().filter_map(|s| s.target.score).collect();
         let mut r = TargetRules::default();
         match task {
-            Task::Binary if train.samples.iter().any(|s| s.target.label.is_none()) && !scores.is_empty() => {
+            // Only for data without any label (scores only, e.g. the LIVE Challenge MOS): an
+            // album's starred photos without a pick or reject stay unlabelled.
+            Task::Binary if train.samples.iter().all(|s| s.target.label.is_none()) && !scores.is_empty() => {
                 let mut v = scores.clone();
                 v.sort_by(f64::total_cmp);
                 r.binary_threshold = Some(v[v.len() / 2]);
@@ -782,7 +783,7 @@ pub(crate) fn plan(cfg: &TrainConfig, out: &Path, init: Option<&SystemSpec>, sty
         }
         Procedure::Rdcnn if !small && id == SystemId::RdcnnStyle => {
             let style_task = style_task.unwrap_or_else(|| task.clone());
-            let style_col = ColumnKind::Arch1(Arch1Config::style_quality());
+            let style_col = crate::model::systems::style_column_for(&column);
             stages.push(stage("style-scnn", spec_of(SystemId::Scnn, &style_col, GlobalView::Warp, &style_task), pre_epochs, vec![], false)?);
             stages.push(stage("main", spec_of(id, &column, cfg.view, task), epochs, vec![("global", "frozen")], true)?);
         }
