@@ -257,6 +257,10 @@ fn write_csv(dir: &Path, rows: &[(String, f64)]) -> PathBuf {
     p
 }
 
+/// On Arch-1 columns (DCNN, arch1-small): their training is bit-deterministic on the CPU. The
+/// Lite0 column's is not (two identical uninterrupted `keepers train --column lite0` runs
+/// already end with different bits: parallel float reductions in its backward pass), so no
+/// bit-identical resume can be asked of it.
 #[test]
 fn killed_train_process_resumes_to_the_same_weights() {
     let d = livec(8);
@@ -266,7 +270,7 @@ fn killed_train_process_resumes_to_the_same_weights() {
     let bin = env!("CARGO_BIN_EXE_keepers");
     let args = |out: &Path| -> Vec<String> {
         [
-            "train", "--system", "SCNN", "--column", "lite0", "--task", "quality", "--epochs", "2", "--batch", "2", "--seed", "9",
+            "train", "--system", "DCNN", "--column", "arch1-small", "--task", "quality", "--epochs", "3", "--batch", "2", "--seed", "9",
             "--checkpoint-every", "1", "--val-fraction", "0.25", "--test-views", "1", "--threads", "2", "--data",
         ]
         .iter()
@@ -291,12 +295,12 @@ fn killed_train_process_resumes_to_the_same_weights() {
     while !killed.join("last.json").exists() {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
         assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let m = keepers::train::checkpoint::load_meta(&killed, "last").unwrap().unwrap();
-    assert!(m.epoch == 0 && m.batches_done >= 1 && m.batches_done < 3, "killed mid-epoch 1, not at {}/{}", m.epoch, m.batches_done);
+    assert!(m.epoch < 3 && m.batches_done >= 1, "killed mid-epoch, not at epoch {} batch {}", m.epoch, m.batches_done);
     let mut a = args(&killed);
     a.push("--resume".into());
     let r = std::process::Command::new(bin).args(&a).output().unwrap();
