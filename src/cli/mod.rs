@@ -6,9 +6,11 @@ mod bench_library;
 mod brisque;
 mod classify;
 mod cv;
+mod eval;
 mod info;
 mod predict;
 mod taste;
+mod train;
 mod train_quality;
 
 use std::path::PathBuf;
@@ -170,6 +172,11 @@ pub enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Train a seed system with its paper's procedure by name (scnn, dcnn, rdcnn, dma, mp-*, theme-emd,
+    /// arp-mpemd-*, adapt), or its small-data variant; progress on stderr, checkpoints in --out.
+    Train(train::TrainArgs),
+    /// Metrics table of a trained checkpoint (RUN/best) on a dataset.
+    Eval(eval::EvalArgs),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -262,6 +269,8 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::Classify { paths, top }) => classify::run(&paths, top),
         Some(Command::Info) => info::run(),
+        Some(Command::Train(a)) => train::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Predict { paths, max_side, patches }) => predict::run(&paths, max_side, patches),
         Some(Command::Cv { data, images, systems, folds, seed, epochs, lr, weight_decay, native, arp, cache, out }) => {
             cv::run(cv::CvArgs {

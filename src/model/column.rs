@@ -52,6 +52,12 @@ impl Arch1Config {
         Self { filters: [64, 32, 32, 64], ..Self::aesthetics() }
     }
 
+    /// A reduced column for CPU training and tests (`arch1-small`): the same layers and
+    /// layout with 32 filters, fc 256/128 and 96 x 96 input.
+    pub fn small() -> Self {
+        Self { filters: [32, 32, 32, 32], fc: [256, 128], input: 96, ..Self::aesthetics() }
+    }
+
     /// Spatial side after conv4 for this config's input.
     pub fn conv_out_side(&self) -> usize {
         let after_conv1 = self.input.div_ceil(self.conv1_stride);
@@ -93,6 +99,12 @@ impl Arch1Column {
 
     pub fn config(&self) -> &Arch1Config {
         &self.cfg
+    }
+
+    /// Restarts the dropout masks' stream (a training step calls this so a resumed run draws
+    /// the same masks as the uninterrupted one).
+    pub fn reseed_dropout(&self, seed: u64) {
+        self.dropout.reseed(seed);
     }
 
     /// `x (N, 3, S, S)` normalised patches -> fc256 features `(N, 256)`.

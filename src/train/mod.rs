@@ -16,6 +16,8 @@
 //! - [`small_data`]: training and prediction of the systems on cached features.
 //! - [`taste`], [`taste_eval`], [`profiles`], [`active`]: personal taste profiles: training, the
 //!   held-out report, the profile store, which photos to label next.
+//! - [`procedures`]: the papers' training procedures by name (stages, recipes, checkpoints,
+//!   progress, cancellation), their small-data variants, and evaluation of their checkpoints.
 //! - [`cv`]: k-fold cross-validation of those procedures (mean and spread over folds).
 
 pub mod active;
@@ -28,6 +30,7 @@ pub mod losses;
 pub mod metrics;
 pub mod optim;
 pub mod pipeline;
+pub mod procedures;
 pub mod profiles;
 pub mod ridge;
 pub mod schedule;

@@ -26,7 +26,7 @@ use super::losses;
 use super::optim::{AdamW, AdamWConfig, Optimizer as _, ParamGroup};
 use super::pipeline::permutation;
 use crate::model::heads::{HeadKind, Prediction};
-use crate::model::systems::{LossFamily, Mode, System, SystemId};
+use crate::model::systems::{LossFamily, Mode, System, SystemId, SystemOutput};
 use crate::model::views::GlobalView;
 use crate::rng::SeededRng;
 
@@ -56,7 +56,7 @@ impl Default for FitConfig {
 }
 
 /// Standardises score targets with the training set's mean and spread (and back).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Standardizer {
     pub mean: f64,
     pub std: f64,
@@ -140,7 +140,7 @@ pub fn inputs(sys: &System, feats: &[&PhotoFeatures], mode: Mode, test_groups: u
 /// Target tensors for a batch, in the form the head's loss takes: the score (standardised)
 /// for a quality head, the label for a binary head, the histogram for a distribution head,
 /// the style multi-hot for a style head. A sample without that field is an error naming it.
-fn target_tensor(kind: &HeadKind, targets: &[&Target], std: Option<&Standardizer>) -> Result<Tensor> {
+pub fn target_tensor(kind: &HeadKind, targets: &[&Target], std: Option<&Standardizer>) -> Result<Tensor> {
     let dev = &Device::Cpu;
     let missing = |what: &str| candle_core::Error::Msg(format!("a {kind:?} head trains on {what}, which a sample lacks"));
     let n = targets.len();
@@ -206,9 +206,16 @@ fn patch_avg_loss(kind: &HeadKind, patch_raw: &Tensor, y: &Tensor) -> Result<Ten
 
 /// The training loss of `sys` on one batch of cached features.
 pub fn batch_loss(sys: &System, feats: &Tensor, groups: usize, y: &Tensor, cfg: &FitConfig, rng: &mut SeededRng) -> Result<Tensor> {
-    let kind = sys.head_kind();
     let images = feats.dim(0)? / groups;
     let out = sys.forward_features(feats, images, groups, true)?;
+    output_loss(sys, &out, y, cfg.mpemd, rng)
+}
+
+/// The training loss of a system's outputs (from cached features or from pixels through
+/// `System::forward_t`): the image-level loss of its head (plus DMA's per-patch head), paper
+/// 001's MP_avg / MP_min / MP_ada, or paper 004's MPEMD_avg / MPEMD_ada. `rng` draws MP_min's patch.
+pub fn output_loss(sys: &System, out: &SystemOutput, y: &Tensor, mpemd: MpemdVariant, rng: &mut SeededRng) -> Result<Tensor> {
+    let kind = sys.head_kind();
     let id = sys.config().id;
     match id.loss_family() {
         LossFamily::Image => {
@@ -236,7 +243,7 @@ pub fn batch_loss(sys: &System, feats: &Tensor, groups: usize, y: &Tensor, cfg: 
         }
         LossFamily::MultiPatchEmd => {
             let pr = out.patch_raw.as_ref().ok_or_else(|| candle_core::Error::Msg("no per-patch outputs".into()))?;
-            match cfg.mpemd {
+            match mpemd {
                 MpemdVariant::Avg => losses::mpemd_avg(pr, y, losses::MPEMD_K, losses::MPEMD_EPS),
                 MpemdVariant::Ada => losses::mpemd_ada(pr, y, losses::MPEMD_K, losses::MPEMD_EPS, losses::MPEMD_GAMMA),
             }

@@ -39,11 +39,13 @@ impl ColumnKind {
         Self::Arch1(Arch1Config::aesthetics())
     }
 
-    /// Parses `arch1`, `arch1-style` (32 filters in conv2/conv3) or `lite0`.
+    /// Parses `arch1`, `arch1-style` (32 filters in conv2/conv3), `arch1-small` (a reduced
+    /// column for CPU runs, [`Arch1Config::small`]) or `lite0`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "arch1" | "arch-1" | "cnn" => Some(Self::arch1()),
             "arch1-style" | "arch1-quality" => Some(Self::Arch1(Arch1Config::style_quality())),
+            "arch1-small" => Some(Self::Arch1(Arch1Config::small())),
             "lite0" | "efficientnet-lite0" | "imagenet" => Some(Self::Lite0),
             _ => None,
         }
@@ -51,6 +53,7 @@ impl ColumnKind {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Arch1(c) if *c == Arch1Config::small() => "arch1-small",
             Self::Arch1(c) if c.filters[1] == 32 => "arch1-style",
             Self::Arch1(_) => "arch1",
             Self::Lite0 => "lite0",
@@ -98,6 +101,13 @@ impl Column {
             ColumnKind::Arch1(cfg) => Self::Arch1(Arch1Column::new(cfg, vb)?),
             ColumnKind::Lite0 => Self::Lite0(EfficientNetLite::new(&LiteConfig { num_classes: None, ..LiteConfig::lite0() }, vb)?),
         })
+    }
+
+    /// Restarts the column's dropout stream (Arch-1 only; Lite0 has no dropout).
+    pub fn reseed_dropout(&self, seed: u64) {
+        if let Self::Arch1(c) = self {
+            c.reseed_dropout(seed);
+        }
     }
 
     /// `x (N, 3, S, S)` -> features (and the map for Lite0).

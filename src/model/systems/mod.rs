@@ -337,7 +337,7 @@ impl System {
             SystemId::Dcnn | SystemId::RdcnnStyle | SystemId::RdcnnSemantic => {
                 let columns = vec![Column::new(&cfg.column, vb.pp("global"))?, Column::new(&cfg.column, vb.pp("local"))?];
                 let frozen_kind = match cfg.id {
-                    SystemId::RdcnnStyle => Some(ColumnKind::Arch1(crate::model::column::Arch1Config::style_quality())),
+                    SystemId::RdcnnStyle => Some(style_column_for(&cfg.column)),
                     SystemId::RdcnnSemantic => Some(ColumnKind::Lite0),
                     _ => None,
                 };
@@ -405,6 +405,31 @@ impl System {
 
     pub fn config(&self) -> &SystemConfig {
         &self.cfg
+    }
+
+    /// Restarts every dropout stream of the network from `seed` (each layer keyed by its
+    /// place): a trainer calls this before each step with a value derived from the run's seed
+    /// and the step, so a run resumed from a checkpoint draws the masks the uninterrupted run
+    /// drew.
+    pub fn reseed_dropout(&self, seed: u64) {
+        let mix = |i: u64| seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        match &self.net {
+            Network::Global { columns, frozen, .. } => {
+                for (i, c) in columns.iter().chain(frozen.iter()).enumerate() {
+                    c.reseed_dropout(mix(i as u64 + 1));
+                }
+            }
+            Network::Dma { column, dropout, .. } => {
+                column.reseed_dropout(mix(1));
+                dropout.reseed(mix(2));
+            }
+            Network::PerPatch { column, .. } => column.reseed_dropout(mix(1)),
+            Network::Theme(net) => net.reseed_dropout(mix(1)),
+            Network::Fused { dma, imagenet } => {
+                dma.reseed_dropout(mix(3));
+                imagenet.reseed_dropout(mix(4));
+            }
+        }
     }
 
     pub fn head_kind(&self) -> &HeadKind {
@@ -703,6 +728,17 @@ impl System {
             Network::Theme(n) => n.head(),
             Network::Fused { imagenet, .. } => imagenet.pred_head(),
         }
+    }
+}
+
+/// RDCNN-style's frozen column for aesthetic columns of kind `column`: the Style-SCNN's Arch-1
+/// style column (32 filters in conv2/conv3, paper 000 sec. 5.1) at the columns' input size;
+/// for the reduced `arch1-small` columns, an `arch1-small` column (already 32 filters).
+pub fn style_column_for(column: &ColumnKind) -> ColumnKind {
+    use crate::model::column::Arch1Config;
+    match column {
+        ColumnKind::Arch1(c) if *c == Arch1Config::small() => ColumnKind::Arch1(Arch1Config::small()),
+        _ => ColumnKind::Arch1(Arch1Config::style_quality()),
     }
 }
 

@@ -53,6 +53,10 @@ pub(super) struct ThemeNet {
 }
 
 impl ThemeNet {
+    pub(super) fn reseed_dropout(&self, seed: u64) {
+        self.column.reseed_dropout(seed);
+    }
+
     pub(super) fn new(cfg: &SystemConfig, vb: VarBuilder) -> Result<Self> {
         let column = Column::new(&cfg.column, vb.pp("column"))?;
         let (tau, split, default_out) = match &column {

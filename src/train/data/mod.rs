@@ -4,11 +4,13 @@
 //! Sources: [`ava`] (the AVA files as published: `AVA.txt`, the style lists, `challenges.txt`,
 //! `tags.txt`; Murray et al., CVPR 2012, with paper 002's delta margin for binary labels) and
 //! [`csv`] (any CSV with a path column and some of label / score / histogram / std / styles /
-//! theme; e.g. the LIVE Challenge MOS file in `../shared/data/livec/labels.csv`).
+//! theme; e.g. the LIVE Challenge MOS file in `../shared/data/livec/labels.csv`) and [`album`]
+//! (an album's own picks, rejects and stars, from the library database or XMP).
 //!
 //! Images are not opened here: a missing, unreadable or corrupt image is found by the input
 //! pipeline (`train::pipeline`), skipped, and named in its `SkipReport`.
 
+pub mod album;
 pub mod ava;
 pub mod csv;
 

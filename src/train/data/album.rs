@@ -1,0 +1,133 @@
+//! An album's own culling decisions as a dataset (issue 4, item 3): picks, rejects and stars
+//! from the library database (`crate::library::db::Library::photos_under`) or from the XMP
+//! the photographer's tools wrote (sidecars first, then XMP embedded in the JPEG:
+//! `crate::library::xmp`). No paper: this is the data of ADAPT's "small collection" (paper 002
+//! sec. III-D) and of personal fine-tuning.
+//!
+//! Targets: a pick is `label = 1` ("keep"), a reject (pick flag or `xmp:Rating="-1"`) is
+//! `label = 0`; stars 1..5 are the `score` (a picked or unflagged photo with stars has both or
+//! only the score). Photos with none of these ("0 stars", unflagged) have no decision: they are
+//! not samples, and the report lists them, as it lists sidecars that could not be read.
+
+use std::path::{Path, PathBuf};
+
+use super::{DataError, Dataset, Sample, Target};
+use crate::library::db::Library;
+use crate::library::xmp::{self, Decision};
+
+/// Class names of the keep label (index 0 = reject, 1 = keep).
+pub const KEEP_CLASSES: [&str; 2] = ["reject", "keep"];
+
+/// What reading the decisions found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlbumReport {
+    /// Photos looked at.
+    pub photos: usize,
+    /// Photos that became samples.
+    pub with_decision: usize,
+    pub picks: usize,
+    pub rejects: usize,
+    /// Samples with stars (1..5).
+    pub starred: usize,
+    /// Photos without a pick, reject or stars, by path.
+    pub without_decision: Vec<PathBuf>,
+    /// Decisions that could not be read (malformed or unreadable XMP), with the reason.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+impl std::fmt::Display for AlbumReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} photos have a decision ({} picks, {} rejects, {} with stars); {} without a decision",
+            self.with_decision,
+            self.photos,
+            self.picks,
+            self.rejects,
+            self.starred,
+            self.without_decision.len()
+        )?;
+        for (p, why) in &self.unreadable {
+            write!(f, "\n  {}: {why}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// The target of a decision (`None` when it says nothing: unflagged, no stars).
+pub fn decision_target(d: &Decision) -> Option<Target> {
+    let label = if d.is_rejected() {
+        Some(0)
+    } else if d.is_picked() {
+        Some(1)
+    } else {
+        None
+    };
+    let stars = d.stars();
+    let score = (!d.is_rejected() && stars > 0).then_some(stars as f64);
+    (label.is_some() || score.is_some()).then(|| Target { label, score, ..Default::default() })
+}
+
+fn build(source: String, items: Vec<(PathBuf, Option<Decision>)>, mut report: AlbumReport) -> (Dataset, AlbumReport) {
+    let mut samples = Vec::new();
+    for (path, d) in items {
+        report.photos += 1;
+        match d.as_ref().and_then(decision_target) {
+            Some(t) => {
+                report.with_decision += 1;
+                report.picks += (t.label == Some(1)) as usize;
+                report.rejects += (t.label == Some(0)) as usize;
+                report.starred += t.score.is_some() as usize;
+                let key = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                samples.push(Sample { path, key, target: t });
+            }
+            None => report.without_decision.push(path),
+        }
+    }
+    let ds = Dataset {
+        source,
+        samples,
+        class_names: KEEP_CLASSES.iter().map(|s| s.to_string()).collect(),
+        style_names: Vec::new(),
+        theme_names: Vec::new(),
+    };
+    (ds, report)
+}
+
+/// The decisions stored in the library database for the photos under `root`.
+pub fn from_library(lib: &Library, root: &Path) -> Result<(Dataset, AlbumReport), DataError> {
+    let rows = lib.photos_under(root).map_err(|e| DataError::invalid(root, e.to_string()))?;
+    let items = rows.into_iter().map(|r| (r.record.path, r.decision.map(|d| d.decision))).collect();
+    Ok(build(format!("library: {}", root.display()), items, AlbumReport::default()))
+}
+
+/// The decision in a photo's XMP: its sidecar if there is one, else the XMP embedded in the JPEG.
+pub fn read_xmp_decision(photo: &Path) -> Result<Option<Decision>, String> {
+    if let Some(sidecar) = xmp::find_sidecar(photo) {
+        return xmp::read_sidecar(&sidecar).map(Some).map_err(|e| e.to_string());
+    }
+    xmp::read_embedded_decision(photo).map_err(|e| e.to_string())
+}
+
+/// The decisions in the XMP of `photos` (sidecars, then embedded XMP).
+pub fn from_xmp(photos: &[PathBuf]) -> (Dataset, AlbumReport) {
+    let mut report = AlbumReport::default();
+    let mut items = Vec::with_capacity(photos.len());
+    for p in photos {
+        let d = match read_xmp_decision(p) {
+            Ok(d) => d,
+            Err(why) => {
+                report.unreadable.push((p.clone(), why));
+                None
+            }
+        };
+        items.push((p.clone(), d));
+    }
+    build(format!("xmp: {} photos", photos.len()), items, report)
+}
+
+/// The decisions in the XMP of the photos in `dir` (recursively).
+pub fn from_xmp_dir(dir: &Path) -> Result<(Dataset, AlbumReport), DataError> {
+    let photos = crate::library::decode::list_images(dir).map_err(|source| DataError::Io { path: dir.to_owned(), source })?;
+    Ok(from_xmp(&photos))
+}
