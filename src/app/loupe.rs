@@ -197,7 +197,11 @@ fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rec
         return;
     }
     let (w, h) = (full[0] as f32, full[1] as f32);
-    let range = q.patches.iter().map(|pt| (pt.score - q.score).abs()).fold(5.0f32, f32::max);
+    // Colours are relative to the mean of the photo's own patch scores: a patch sees less context than
+    // the whole photo, so patch scores sit on their own level (weights/quality.md); what the heatmap
+    // shows is where the photo is better or worse than its average.
+    let mean = q.patches.iter().map(|pt| pt.score).sum::<f32>() / q.patches.len() as f32;
+    let range = q.patches.iter().map(|pt| (pt.score - mean).abs()).fold(5.0f32, f32::max);
     let mut hovered = None;
     for pt in &q.patches {
         // The cell the patch stands for (cells tile the photo).
@@ -206,14 +210,14 @@ fn heatmap(ui: &Ui, painter: &egui::Painter, app: &KeepersApp, i: usize, img_rec
             img_rect.min + vec2(c.x as f32 / w * img_rect.width(), c.y as f32 / h * img_rect.height()),
             vec2(c.w as f32 / w * img_rect.width(), c.h as f32 / h * img_rect.height()),
         );
-        painter.rect_filled(r, 0.0, style::heat(pt.score - q.score, range));
+        painter.rect_filled(r, 0.0, style::heat(pt.score - mean, range));
         painter.rect_stroke(r, 0.0, Stroke::new(1.0, Color32::from_black_alpha(90)), StrokeKind::Inside);
         if hover.is_some_and(|h| r.contains(h)) {
             hovered = Some(pt.score);
         }
     }
     if let Some(v) = hovered {
-        let text = format!("patch quality {v:.0} (photo {:.0})", q.score);
+        let text = format!("patch quality {v:.0} (patch average {mean:.0}, photo {:.0})", q.score.clamp(0.0, 100.0));
         egui::Tooltip::always_open(ui.ctx().clone(), ui.layer_id(), ui.scope_id().with("heat_tip"), egui::PopupAnchor::Pointer).show(
             |ui| {
                 ui.label(text);

@@ -274,7 +274,8 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 }
                 ScoreState::Ready(s) => match &s.quality {
                     Some(q) => {
-                        ui.add(egui::ProgressBar::new(q.score / 100.0).text(format!("{:.0} / 100", q.score)))
+                        let shown = q.score.clamp(0.0, 100.0);
+                        ui.add(egui::ProgressBar::new(shown / 100.0).text(format!("{shown:.0} / 100")))
                             .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Technical quality score"));
                         ui.label(
                             RichText::new("Predicted mean opinion score (LIVE Challenge scale): sharpness, exposure, noise.")
@@ -283,7 +284,7 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                         );
                         if !s.quality.as_ref().is_some_and(|q| q.patches.is_empty()) {
                             ui.label(
-                                RichText::new("Heatmap (H): patches above the photo's score in green, below in red.")
+                                RichText::new("Heatmap (H): patches better than the photo's patch average in green, worse in red.")
                                     .small()
                                     .color(style::MUTED),
                             );

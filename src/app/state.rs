@@ -82,10 +82,12 @@ impl Photo {
         }
     }
 
-    /// Technical quality (0..100), when a trained quality model has scored the photo.
+    /// Technical quality (0..100), when a trained quality model has scored the photo. The shipped
+    /// model's head is linear and can step a little outside the MOS scale on unusual photos; the app
+    /// shows and sorts by the score clamped to 0..100.
     pub fn quality(&self) -> Option<f32> {
         match &self.scores {
-            ScoreState::Ready(s) => s.quality.as_ref().map(|q| q.score),
+            ScoreState::Ready(s) => s.quality.as_ref().map(|q| q.score.clamp(0.0, 100.0)),
             _ => None,
         }
     }
