@@ -354,10 +354,13 @@ fn scores_content_and_covers_come_from_the_worker() {
     let keepers::app::state::ScoreState::Ready(s) = &st.photos[coffee].scores else { panic!("coffee.png not scored") };
     assert_eq!(s.classes[0].1, "espresso");
     assert_eq!(s.embedding.len(), 1280);
+    let b = s.brisque.expect("the app asks the worker for BRISQUE");
     // Select coffee.png: the info panel lists its content.
     h.get_by_label("coffee.png").click();
     h.run_steps(3);
     h.get_by_label("espresso");
+    // The classical BRISQUE score is shown beside the learned one.
+    h.get_by_label(&format!("BRISQUE {b:.0}"));
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn photo(id: i64, name: &str, time: Option<&str>, quality: Option<f32>) -> Photo
             classes: vec![(967, "espresso", 0.9)],
             embedding: Vec::new(),
             quality: Some(QualityScore { score: q, patches: Vec::new() }),
+            brisque: None,
         }));
     }
     p

@@ -79,8 +79,13 @@ fn every_procedure_is_selectable_by_name_with_its_papers_recipe() {
         assert!(Procedure::for_system(id).systems().contains(&id), "{id}");
     }
     assert_eq!(Procedure::parse("nope"), None);
-    let (scnn, dma, mp, theme, arp) =
-        (Procedure::Scnn.recipe(), Procedure::Dma.recipe(), Procedure::MpAda.recipe(), Procedure::ThemeEmd.recipe(), Procedure::ArpMpemdAda.recipe());
+    let (scnn, dma, mp, theme, arp) = (
+        Procedure::Scnn.recipe(),
+        Procedure::Dma.recipe(),
+        Procedure::MpAda.recipe(),
+        Procedure::ThemeEmd.recipe(),
+        Procedure::ArpMpemdAda.recipe(),
+    );
     // Paper 002: lr 0.001, biases 0.002, momentum 0.9.
     assert_eq!((scnn.lr, scnn.bias_lr_mult), (1e-3, 2.0));
     assert!(matches!(scnn.optimizer, procedures::OptimKind::Sgd { momentum: 0.9, nesterov: false }));
@@ -270,8 +275,28 @@ fn killed_train_process_resumes_to_the_same_weights() {
     let bin = env!("CARGO_BIN_EXE_keepers");
     let args = |out: &Path| -> Vec<String> {
         [
-            "train", "--system", "DCNN", "--column", "arch1-small", "--task", "quality", "--epochs", "3", "--batch", "2", "--seed", "9",
-            "--checkpoint-every", "1", "--val-fraction", "0.25", "--test-views", "1", "--threads", "2", "--data",
+            "train",
+            "--system",
+            "DCNN",
+            "--column",
+            "arch1-small",
+            "--task",
+            "quality",
+            "--epochs",
+            "3",
+            "--batch",
+            "2",
+            "--seed",
+            "9",
+            "--checkpoint-every",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "--test-views",
+            "1",
+            "--threads",
+            "2",
+            "--data",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -309,7 +334,15 @@ fn killed_train_process_resumes_to_the_same_weights() {
 
     // keepers eval prints the metrics table of the best checkpoint.
     let e = std::process::Command::new(bin)
-        .args(["eval", "--checkpoint", &killed.join("best").display().to_string(), "--data", &csv.display().to_string(), "--test-views", "1"])
+        .args([
+            "eval",
+            "--checkpoint",
+            &killed.join("best").display().to_string(),
+            "--data",
+            &csv.display().to_string(),
+            "--test-views",
+            "1",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&e.stdout);

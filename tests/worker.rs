@@ -148,7 +148,14 @@ impl Album {
     }
 
     fn config(&self, batch: usize) -> ScoringConfig {
-        ScoringConfig { db_path: self.db.clone(), lite0: WeightsFile::EfficientNetLite0.path(), batch, max_side: MAX_SIDE, quality: None }
+        ScoringConfig {
+            db_path: self.db.clone(),
+            lite0: WeightsFile::EfficientNetLite0.path(),
+            batch,
+            max_side: MAX_SIDE,
+            quality: None,
+            brisque: false,
+        }
     }
 
     fn path(&self, id: i64) -> &Path {
@@ -526,6 +533,44 @@ fn a_quality_model_is_used_stored_and_read_back() {
         assert_eq!(sc.quality, first[id].0.quality);
         assert_eq!(sc.embedding, first[id].0.embedding);
         assert_eq!(lib.outputs(*id, "test-brightness", "v2").unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn brisque_is_computed_when_asked_stored_and_read_back() {
+    let album = Album::new(1, Some(&["coffee.png", "rocket.jpg", "chelsea.png"]), &[]);
+    let ids: Vec<i64> = album.photos.iter().map(|p| p.id).collect();
+    let brisque = keepers::model::brisque::Brisque::load(&keepers::model::brisque::Brisque::default_dir()).unwrap();
+    // Off by default: no BRISQUE.
+    let s = Scoring::start(album.config(3), None);
+    s.submit(album.photos.clone());
+    let off = scored(&run_until_idle(&s, &ids));
+    drop(s);
+    assert!(off.values().all(|(sc, _)| sc.brisque.is_none()));
+    // Asked for: the port's own score on the decoded photo, stored; then read back, photos already complete otherwise.
+    let mut cfg = album.config(3);
+    cfg.brisque = true;
+    let s = Scoring::start(cfg, None);
+    s.submit(album.photos.clone());
+    let on = scored(&run_until_idle(&s, &ids));
+    drop(s);
+    let lib = album.lib();
+    for (id, (sc, _)) in &on {
+        let d = decode_path(album.path(*id), Size::Fit(MAX_SIDE)).unwrap();
+        assert_eq!(sc.brisque, Some(brisque.score(&d.image) as f32), "photo {id}");
+        let outs = lib.outputs(*id, keepers::worker::scoring::BRISQUE_MODEL_ID, keepers::worker::scoring::BRISQUE_VERSION).unwrap();
+        assert_eq!(outs.len(), 1);
+        assert_eq!(serde_json::from_str::<f32>(outs[0].json.as_deref().unwrap()).unwrap(), sc.brisque.unwrap());
+    }
+    let mut cfg = album.config(3);
+    cfg.brisque = true;
+    let s = Scoring::start(cfg, None);
+    s.submit(album.photos.clone());
+    let again = scored(&run_until_idle(&s, &ids));
+    drop(s);
+    for (id, (sc, from_db)) in &again {
+        assert!(from_db, "photo {id} came back from the database");
+        assert_eq!(sc.brisque, on[id].0.brisque);
     }
 }
 

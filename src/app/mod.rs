@@ -1087,7 +1087,12 @@ pub fn export_files(files: &[PathBuf], dest: &Path) -> std::io::Result<usize> {
 
 fn start_scoring(ctx: &egui::Context, opts: &AppOptions) -> Scoring {
     let wake_ctx = ctx.clone();
-    let cfg = ScoringConfig { batch: 8, quality: Some(crate::worker::shipped_quality()), ..ScoringConfig::new(opts.db_path.clone()) };
+    let cfg = ScoringConfig {
+        batch: 8,
+        quality: Some(crate::worker::shipped_quality()),
+        brisque: true,
+        ..ScoringConfig::new(opts.db_path.clone())
+    };
     Scoring::start(cfg, Some(Arc::new(move || wake_ctx.request_repaint())))
 }
 

@@ -295,6 +295,14 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                     }
                 },
             }
+            // The classical baseline beside it.
+            if let ScoreState::Ready(s) = &p.scores
+                && let Some(b) = s.brisque
+            {
+                ui.label(format!("BRISQUE {b:.0}"))
+                    .on_hover_text("Classical no-reference quality (Mittal et al. 2012, the LIVE-trained model of PyPI brisque). Lower is better; the learned score above ranks the LIVE Challenge photos better (weights/quality.md).");
+                ui.label(RichText::new("classical baseline, lower is better").small().color(style::MUTED));
+            }
             for n in &app.model_notes {
                 ui.label(RichText::new(n).small().color(style::REJECT));
             }

@@ -61,6 +61,9 @@ pub const CLASSES_HEAD: &str = "imagenet-top5";
 pub const QUALITY_HEAD: &str = "quality";
 /// ImageNet classes kept per photo.
 pub const TOP_CLASSES: usize = 5;
+/// Model id and version of BRISQUE's outputs (head [`QUALITY_HEAD`], the score as a JSON number).
+pub const BRISQUE_MODEL_ID: &str = "brisque";
+pub const BRISQUE_VERSION: &str = "pypi-brisque-0.2.0";
 
 /// A photo's technical quality and its patches' (the shipped model's types; the worker maps their
 /// rectangles to full-resolution photo pixels).
@@ -75,6 +78,8 @@ pub struct PhotoScores {
     pub embedding: Vec<f32>,
     /// `None`: no trained quality model is available.
     pub quality: Option<QualityScore>,
+    /// The classical BRISQUE score (LIVE DMOS scale, lower is better), when the app asked for it.
+    pub brisque: Option<f32>,
 }
 
 /// A trained technical-quality model, as the worker calls it.
@@ -145,6 +150,8 @@ pub struct ScoringConfig {
     pub max_side: u32,
     /// The quality model, if the app has one; `None`: every photo gets `quality: None`.
     pub quality: Option<QualityLoader>,
+    /// Also compute BRISQUE ([`crate::model::brisque`], on the decoded photo) for every photo.
+    pub brisque: bool,
 }
 
 impl ScoringConfig {
@@ -153,7 +160,14 @@ impl ScoringConfig {
 
     /// The shipped Lite0 weights, batches of 8, photos decoded to 1024 px, no quality model.
     pub fn new(db_path: PathBuf) -> ScoringConfig {
-        ScoringConfig { db_path, lite0: WeightsFile::EfficientNetLite0.path(), batch: 8, max_side: Self::DEFAULT_MAX_SIDE, quality: None }
+        ScoringConfig {
+            db_path,
+            lite0: WeightsFile::EfficientNetLite0.path(),
+            batch: 8,
+            max_side: Self::DEFAULT_MAX_SIDE,
+            quality: None,
+            brisque: false,
+        }
     }
 }
 
@@ -356,6 +370,7 @@ struct Known {
     classes: Option<Vec<ClassScore>>,
     embedding: Option<Vec<f32>>,
     quality: Option<QualityScore>,
+    brisque: Option<f32>,
     /// The database holds the photo's patch features (taste profiles' input).
     has_patches: bool,
     /// Patch features computed in this batch, to store.
@@ -374,6 +389,7 @@ struct Job {
     known: Known,
     backbone: bool,
     quality: bool,
+    brisque: bool,
 }
 
 /// The worker thread's state.
@@ -389,6 +405,7 @@ struct Engine {
     lib: Slot<Library>,
     classifier: Slot<Classifier>,
     quality_loader: Option<QualityLoader>,
+    brisque: Slot<crate::model::brisque::Brisque>,
     quality: Slot<Box<dyn QualityScorer>>,
     store_failing: bool,
     /// Photos of the running batch without a `Scored` or `Failed` event yet.
@@ -409,6 +426,7 @@ impl Engine {
             lib: Slot::NotTried,
             classifier: Slot::NotTried,
             quality_loader: cfg.quality,
+            brisque: if cfg.brisque { Slot::NotTried } else { Slot::Unavailable },
             quality: Slot::NotTried,
             store_failing: false,
             unreported: HashMap::new(),
@@ -456,6 +474,7 @@ impl Engine {
     fn process(&mut self, batch: Vec<ScoreRequest>, generation: u64) {
         self.ensure_library();
         self.ensure_quality();
+        self.ensure_brisque();
         let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
         let mut known = self.stored(&ids);
 
@@ -466,8 +485,9 @@ impl Engine {
             let known = known.remove(&req.id).unwrap_or_default();
             let backbone = known.classes.is_none() || known.embedding.is_none();
             let quality = self.quality.get().is_some_and(|q| known.quality.is_none() || (q.gives_features() && !known.has_patches));
-            if backbone || quality {
-                jobs.push(Job { req, known, backbone, quality });
+            let brisque = self.brisque.get().is_some() && known.brisque.is_none();
+            if backbone || quality || brisque {
+                jobs.push(Job { req, known, backbone, quality, brisque });
             } else {
                 from_db.push(scored(req.id, known, true));
             }
@@ -484,7 +504,7 @@ impl Engine {
         }
         let have_backbone = self.classifier.get().is_some();
         // Nothing can be computed for these (no model): what the database had, nothing stored.
-        let (jobs, stuck): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| (j.backbone && have_backbone) || j.quality);
+        let (jobs, stuck): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| (j.backbone && have_backbone) || j.quality || j.brisque);
         let stuck: Vec<ScoreEvent> = stuck
             .into_iter()
             .map(|j| {
@@ -587,6 +607,18 @@ impl Engine {
             }
         }
 
+        // BRISQUE, when asked for: a classical model, in parallel over the batch's photos.
+        if let Some(b) = self.brisque.get() {
+            let shared = &self.shared;
+            let scores: Vec<Option<f32>> =
+                ok.par_iter().map(|(j, d)| (j.brisque && shared.current(generation)).then(|| b.score(&d.image) as f32)).collect();
+            for ((j, _), s) in ok.iter_mut().zip(scores) {
+                if s.is_some() {
+                    j.known.brisque = s;
+                }
+            }
+        }
+
         // Store and send, photo by photo, stopping between photos once cancelled.
         let computed = ok.len();
         let quality_ids = self.quality.get().map(|q| (q.model_id().to_owned(), q.version().to_owned()));
@@ -664,6 +696,19 @@ impl Engine {
         }
     }
 
+    fn ensure_brisque(&mut self) {
+        if let Slot::NotTried = self.brisque {
+            let dir = crate::model::brisque::Brisque::default_dir();
+            self.brisque = match crate::model::brisque::Brisque::load(&dir) {
+                Ok(b) => Slot::Ready(b),
+                Err(e) => {
+                    self.shared.emit_always(ScoreEvent::ModelUnavailable { what: "BRISQUE".into(), error: e.to_string() });
+                    Slot::Unavailable
+                }
+            };
+        }
+    }
+
     fn ensure_classifier(&mut self) {
         if let Slot::NotTried = self.classifier {
             self.classifier = match Classifier::load(&self.lite0, &self.device) {
@@ -691,9 +736,10 @@ impl Engine {
                 None => HashMap::new(),
             };
             let patches = lib.have_embeddings(ids, PATCH_FEATURES_ID, self.lite0_version)?;
-            Ok::<_, crate::library::db::DbError>((outputs, embeddings, quality, patches))
+            let brisque = lib.outputs_of(ids, BRISQUE_MODEL_ID, BRISQUE_VERSION)?;
+            Ok::<_, crate::library::db::DbError>((outputs, embeddings, quality, patches, brisque))
         })();
-        let (outputs, embeddings, quality, patches) = match read {
+        let (outputs, embeddings, quality, patches, brisque) = match read {
             Ok(r) => r,
             Err(e) => {
                 self.report_store(Err(e));
@@ -713,6 +759,14 @@ impl Engine {
         }
         for id in patches {
             known.entry(id).or_default().has_patches = true;
+        }
+        for (id, outs) in brisque {
+            let v = outs
+                .iter()
+                .find(|o| o.head == QUALITY_HEAD)
+                .and_then(|o| o.json.as_deref())
+                .and_then(|j| serde_json::from_str::<f32>(j).ok());
+            known.entry(id).or_default().brisque = v;
         }
         known
     }
@@ -754,6 +808,15 @@ impl Engine {
                 blob: None,
             });
         }
+        if let Some(b) = k.brisque {
+            outputs.push(Output {
+                model_id: BRISQUE_MODEL_ID.into(),
+                weights_version: BRISQUE_VERSION.into(),
+                head: QUALITY_HEAD.into(),
+                json: Some(serde_json::to_string(&b).expect("a number serialises")),
+                blob: None,
+            });
+        }
         let mut embeddings =
             vec![Embedding { model_id: LITE0_MODEL_ID.into(), weights_sha: self.lite0_version.into(), vector: embedding.clone() }];
         if let Some(p) = &k.patches {
@@ -778,6 +841,11 @@ impl Engine {
 }
 
 fn scored(id: i64, k: Known, from_db: bool) -> ScoreEvent {
-    let scores = PhotoScores { classes: k.classes.unwrap_or_default(), embedding: k.embedding.unwrap_or_default(), quality: k.quality };
+    let scores = PhotoScores {
+        classes: k.classes.unwrap_or_default(),
+        embedding: k.embedding.unwrap_or_default(),
+        quality: k.quality,
+        brisque: k.brisque,
+    };
     ScoreEvent::Scored { id, scores: Arc::new(scores), from_db }
 }

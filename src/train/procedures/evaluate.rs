@@ -41,12 +41,26 @@ pub(crate) fn cached_features(
 
 /// Test-time predictions of `sys` from pixels, one per sample (`None` where the photo could
 /// not be read), in dataset order.
-pub fn predict_pixels(sys: &System, samples: &[Sample], threads: usize, batch: usize, seed: u64) -> Result<(Vec<Option<Prediction>>, SkipReport)> {
+pub fn predict_pixels(
+    sys: &System,
+    samples: &[Sample],
+    threads: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<(Vec<Option<Prediction>>, SkipReport)> {
     let mut out = vec![None; samples.len()];
     if samples.is_empty() {
         return Ok((out, SkipReport::default()));
     }
-    let cfg = PipelineConfig { batch_size: batch.max(1), seed: seed ^ 0x7e57, epoch: 0, shuffle: false, threads: threads.max(1), prefetch: 1, start_batch: 0 };
+    let cfg = PipelineConfig {
+        batch_size: batch.max(1),
+        seed: seed ^ 0x7e57,
+        epoch: 0,
+        shuffle: false,
+        threads: threads.max(1),
+        prefetch: 1,
+        start_batch: 0,
+    };
     let sys2 = sys.clone();
     let mut p = Pipeline::start(Arc::new(samples.to_vec()), &cfg, move |s, img, rng| {
         let mut p = sys2.prepare(&img, Mode::Test, rng);
@@ -149,16 +163,14 @@ pub fn metrics_for(task: &Task, preds: &[Option<Prediction>], targets: &[Target]
     m.insert("n".to_string(), pairs.len() as f64);
     match task {
         Task::Quality => {
-            let (p, t): (Vec<f64>, Vec<f64>) =
-                pairs.iter().filter_map(|(p, t)| t.score.map(|s| (ranking_score(p, std), s))).unzip();
+            let (p, t): (Vec<f64>, Vec<f64>) = pairs.iter().filter_map(|(p, t)| t.score.map(|s| (ranking_score(p, std), s))).unzip();
             put(&mut m, "srcc", metrics::srcc(&p, &t));
             put(&mut m, "plcc", metrics::plcc(&p, &t));
             put(&mut m, "mse", metrics::mse(&p, &t));
             put(&mut m, "mae", metrics::mae(&p, &t));
         }
         Task::Binary => {
-            let (p, l): (Vec<f64>, Vec<bool>) =
-                pairs.iter().filter_map(|(p, t)| t.label.map(|l| (ranking_score(p, None), l == 1))).unzip();
+            let (p, l): (Vec<f64>, Vec<bool>) = pairs.iter().filter_map(|(p, t)| t.label.map(|l| (ranking_score(p, None), l == 1))).unzip();
             let pred: Vec<usize> = p.iter().map(|&x| (x >= 0.5) as usize).collect();
             let truth: Vec<usize> = l.iter().map(|&b| b as usize).collect();
             put(&mut m, "accuracy", metrics::binary_accuracy(&p, &l, 0.5));

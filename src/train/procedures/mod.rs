@@ -334,9 +334,9 @@ impl Task {
         Some(match s.to_ascii_lowercase().as_str() {
             "quality" | "score" | "aesthetic-score" => Self::Quality,
             "binary" | "keep" | "aesthetic" => Self::Binary,
-            "distribution" | "histogram" => Self::Distribution {
-                bins: ds.samples.iter().find_map(|s| s.target.histogram.as_ref().map(Vec::len)).unwrap_or(10),
-            },
+            "distribution" | "histogram" => {
+                Self::Distribution { bins: ds.samples.iter().find_map(|s| s.target.histogram.as_ref().map(Vec::len)).unwrap_or(10) }
+            }
             "styles" | "style" => Self::Styles { tags: ds.style_names.clone() },
             _ => return None,
         })
@@ -684,9 +684,7 @@ pub fn column_prefixes(id: SystemId) -> &'static [&'static str] {
     match id {
         SystemId::Scnn => &["global"],
         SystemId::Dcnn | SystemId::RdcnnStyle | SystemId::RdcnnSemantic => &["global", "local"],
-        SystemId::DmaStat | SystemId::DmaFc | SystemId::MpAvg | SystemId::MpMin | SystemId::MpAda | SystemId::ArpMpemd => {
-            &["column"]
-        }
+        SystemId::DmaStat | SystemId::DmaFc | SystemId::MpAvg | SystemId::MpMin | SystemId::MpAda | SystemId::ArpMpemd => &["column"],
         SystemId::ThemeEmd => &["column"],
         SystemId::DmaImgFu => &["dma.column", "imagenet.global"],
     }
@@ -754,7 +752,8 @@ pub(crate) fn plan(cfg: &TrainConfig, out: &Path, init: Option<&SystemSpec>, sty
         SystemSpec::new(&c, task)
     };
     // Systems that must see pixels get the frozen-column pixel path as their small-data variant.
-    let needs_pixels = |id: SystemId| matches!(id, SystemId::RdcnnStyle | SystemId::RdcnnSemantic | SystemId::ThemeEmd | SystemId::DmaImgFu);
+    let needs_pixels =
+        |id: SystemId| matches!(id, SystemId::RdcnnStyle | SystemId::RdcnnSemantic | SystemId::ThemeEmd | SystemId::DmaImgFu);
     let stage = |name: &str, spec: SystemSpec, epochs: usize, init: Vec<(&str, &str)>, last: bool| -> Result<StagePlan> {
         let sid = spec.id()?;
         Ok(StagePlan {
@@ -784,7 +783,13 @@ pub(crate) fn plan(cfg: &TrainConfig, out: &Path, init: Option<&SystemSpec>, sty
         Procedure::Rdcnn if !small && id == SystemId::RdcnnStyle => {
             let style_task = style_task.unwrap_or_else(|| task.clone());
             let style_col = crate::model::systems::style_column_for(&column);
-            stages.push(stage("style-scnn", spec_of(SystemId::Scnn, &style_col, GlobalView::Warp, &style_task), pre_epochs, vec![], false)?);
+            stages.push(stage(
+                "style-scnn",
+                spec_of(SystemId::Scnn, &style_col, GlobalView::Warp, &style_task),
+                pre_epochs,
+                vec![],
+                false,
+            )?);
             stages.push(stage("main", spec_of(id, &column, cfg.view, task), epochs, vec![("global", "frozen")], true)?);
         }
         Procedure::Rdcnn => {
@@ -796,7 +801,8 @@ pub(crate) fn plan(cfg: &TrainConfig, out: &Path, init: Option<&SystemSpec>, sty
             let init: Vec<(&str, &str)> = if small { vec![("head", head)] } else { vec![("global", col), ("head", head)] };
             let first = if id == SystemId::DmaImgFu && small {
                 // DMA-ImgFu runs on pixels; its single-patch CNN does too.
-                let mut s = stage("single-patch", spec_of(SystemId::Scnn, &column, GlobalView::LocalRandomCrop, task), pre_epochs, vec![], false)?;
+                let mut s =
+                    stage("single-patch", spec_of(SystemId::Scnn, &column, GlobalView::LocalRandomCrop, task), pre_epochs, vec![], false)?;
                 s.frozen_columns = true;
                 s.cached = false;
                 s

@@ -120,10 +120,9 @@ fn param_groups(sys: &System, varmap: &VarMap, st: &StagePlan) -> Vec<ParamGroup
 fn optimizer(st: &StagePlan, groups: Vec<ParamGroup>) -> Result<Box<dyn Optimizer>> {
     let r = &st.recipe;
     Ok(match r.optimizer {
-        super::OptimKind::Sgd { momentum, nesterov } => Box::new(Sgd::new(
-            groups,
-            SgdConfig { lr: st.lr, momentum, dampening: 0.0, nesterov, weight_decay: r.weight_decay },
-        )?),
+        super::OptimKind::Sgd { momentum, nesterov } => {
+            Box::new(Sgd::new(groups, SgdConfig { lr: st.lr, momentum, dampening: 0.0, nesterov, weight_decay: r.weight_decay })?)
+        }
         super::OptimKind::AdamW => {
             Box::new(AdamW::new(groups, AdamWConfig { lr: st.lr, weight_decay: r.weight_decay, ..Default::default() })?)
         }
@@ -183,11 +182,7 @@ pub(super) fn run(
     let train_ok = train_p.filter(|s| !bad.contains(&s.path));
     let val_ok = val_p.filter(|s| !bad.contains(&s.path));
     if train_ok.is_empty() {
-        return Err(cfg_err(format!(
-            "no training photo with a {} target could be read ({} without one; {skipped})",
-            task.name(),
-            d1 + d2
-        )));
+        return Err(cfg_err(format!("no training photo with a {} target could be read ({} without one; {skipped})", task.name(), d1 + d2)));
     }
     let std = init.as_ref().map(|(_, e)| e.std).unwrap_or_else(|| standardizer_of(&train_ok, &task));
     let style_task = (!train_ok.style_names.is_empty()
@@ -217,15 +212,7 @@ pub(super) fn run(
             }
         }
     }
-    let ctx = Ctx {
-        cfg: &cfg,
-        fingerprint: train.fingerprint(),
-        train: train_ok,
-        val: val_ok,
-        std,
-        rules,
-        features,
-    };
+    let ctx = Ctx { cfg: &cfg, fingerprint: train.fingerprint(), train: train_ok, val: val_ok, std, rules, features };
 
     let mut prev = init.map(|(t, _)| t);
     let mut summaries = Vec::new();
