@@ -523,14 +523,7 @@ fn taste_panel_trains_checks_saves_and_switches_a_profile() {
     let mut h = harness(&a, true, (1400.0, 900.0));
     wait_for(&mut h, "the album to be scored", scored);
     // A simulated photographer: keeps the five nature/people shots, rejects five others.
-    let keep = [
-        "Dragonfly_by_Bolly.jpg",
-        "Kleiber_by_Lukas_Baubkus.jpg",
-        "flower.jpg",
-        "friends_by_Aitzol_Berasategi.jpg",
-        "sunset_by_Aitzol_Berasategi.jpg",
-    ];
-    let reject = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
+    let (keep, reject) = (keepers::app::screenshot::SAMPLE_KEEPS, keepers::app::screenshot::SAMPLE_REJECTS);
     label_by_keys(&mut h, &keep, &reject);
 
     h.get_by_label("Taste").click();

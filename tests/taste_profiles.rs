@@ -237,14 +237,7 @@ fn scored_samples() -> Scored {
     Scored { dir: tmp.path().to_owned(), _tmp: tmp, db, ids: names.zip(ids).collect(), quality }
 }
 
-const KEEP: [&str; 5] = [
-    "Dragonfly_by_Bolly.jpg",
-    "Kleiber_by_Lukas_Baubkus.jpg",
-    "flower.jpg",
-    "friends_by_Aitzol_Berasategi.jpg",
-    "sunset_by_Aitzol_Berasategi.jpg",
-];
-const REJECT: [&str; 5] = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
+use keepers::app::screenshot::{SAMPLE_KEEPS as KEEP, SAMPLE_REJECTS as REJECT};
 
 fn request(s: &Scored, steps: usize) -> TrainRequest {
     let labels = KEEP
@@ -436,10 +429,10 @@ fn the_photographers_keywords_become_style_tags() {
         }
     };
     assert!(tag_steps > 0, "tag training reported progress");
-    let mut names: Vec<&str> = profile.tags.iter().map(|t| t.name.as_str()).collect();
+    let mut names: Vec<&str> = profile.tags.iter().map(|t| t.name()).collect();
     names.sort();
     assert_eq!(names, vec!["animal", "landscape", "space"], "macro, pet and food have 2 photos each");
-    let animal = profile.tags.iter().find(|t| t.name == "animal").unwrap();
+    let animal = profile.tags.iter().find(|t| t.name() == "animal").unwrap();
     assert_eq!((animal.info.n_pos, animal.info.n_neg), (4, 9));
     assert!(animal.info.heldout_n > 0 && animal.info.heldout_auc.is_some());
     assert!(notes_seen.iter().any(|n| n.contains("china.jpg.xmp")), "{notes_seen:?}");
@@ -456,10 +449,9 @@ fn the_photographers_keywords_become_style_tags() {
         }
     }
     for (k, head) in profile.tags.iter().enumerate() {
-        let with: Vec<f32> = tags.iter().filter(|(_, kw)| kw.contains(&head.name.as_str())).map(|(n, _)| got[&s.ids[*n]].tags[k]).collect();
-        let without: Vec<f32> =
-            tags.iter().filter(|(_, kw)| !kw.contains(&head.name.as_str())).map(|(n, _)| got[&s.ids[*n]].tags[k]).collect();
+        let with: Vec<f32> = tags.iter().filter(|(_, kw)| kw.contains(&head.name())).map(|(n, _)| got[&s.ids[*n]].tags[k]).collect();
+        let without: Vec<f32> = tags.iter().filter(|(_, kw)| !kw.contains(&head.name())).map(|(n, _)| got[&s.ids[*n]].tags[k]).collect();
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-        assert!(mean(&with) > mean(&without) + 0.2, "{}: with {:?} without {:?}", head.name, with, without);
+        assert!(mean(&with) > mean(&without) + 0.2, "{}: with {:?} without {:?}", head.name(), with, without);
     }
 }

@@ -554,12 +554,11 @@ impl KeepersApp {
                         }
                     }
                     TasteEvent::Trained { file, profile, report, left_out, notes } => {
-                        let name = profile.name.clone();
                         self.taste_ui.curves = self.taste_ui.running.take();
                         self.taste_ui.status = None;
-                        self.taste_ui.result = Some(taste::RunResult { file, name, report, left_out, notes });
-                        self.taste_ui.profiles.retain(|s| s.file != self.taste_ui.result.as_ref().expect("set").file);
-                        self.taste_ui.profiles.push(Stored { file: self.taste_ui.result.as_ref().expect("set").file.clone(), profile });
+                        self.taste_ui.profiles.retain(|s| s.file != file);
+                        self.taste_ui.profiles.push(Stored { file: file.clone(), profile: profile.clone() });
+                        self.taste_ui.result = Some(taste::RunResult { file, name: profile.name.clone(), report, left_out, notes });
                     }
                     TasteEvent::TrainFailed(e) => {
                         self.taste_ui.curves = self.taste_ui.running.take();
@@ -936,7 +935,7 @@ impl KeepersApp {
         };
         match t.submit(TasteJob::Train(req)) {
             Ok(()) => {
-                self.taste_ui.running = Some(taste::RunView { labels: labels.len(), ..Default::default() });
+                self.taste_ui.running = Some(taste::RunView::default());
                 self.taste_ui.status = None;
                 self.taste_ui.result = None;
             }

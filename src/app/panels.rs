@@ -316,7 +316,7 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                 Some(a) if p.taste_tags.len() == a.profile.tags.len() => {
                     // The user's own tags, most probable first.
                     let mut tags: Vec<(&str, f32)> =
-                        a.profile.tags.iter().map(|t| t.name.as_str()).zip(p.taste_tags.iter().copied()).collect();
+                        a.profile.tags.iter().map(|t| t.name()).zip(p.taste_tags.iter().copied()).collect();
                     tags.sort_by(|x, y| y.1.total_cmp(&x.1));
                     for (name, prob) in tags.iter().take(5) {
                         ui.horizontal(|ui| {

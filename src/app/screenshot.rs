@@ -12,15 +12,16 @@ use super::KeepersApp;
 use super::commands::{Command, View};
 use super::textures::PreviewState;
 
-/// Photos the tour's simulated photographer keeps and rejects before training a taste profile.
-const KEEP: [&str; 5] = [
+/// The sample album's simulated photographer (assets/samples): the photos it keeps and rejects
+/// before training a taste profile, in the tour and in the taste tests.
+pub const SAMPLE_KEEPS: [&str; 5] = [
     "Dragonfly_by_Bolly.jpg",
     "Kleiber_by_Lukas_Baubkus.jpg",
     "flower.jpg",
     "friends_by_Aitzol_Berasategi.jpg",
     "sunset_by_Aitzol_Berasategi.jpg",
 ];
-const REJECT: [&str; 5] = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
+pub const SAMPLE_REJECTS: [&str; 5] = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"];
 
 const STEPS: [&str; 9] =
     ["grid", "loupe", "loupe-heatmap", "loupe-100", "compare", "shortcuts", "taste-trained", "taste-active", "label-next"];
@@ -39,7 +40,7 @@ fn step(i: usize, app: &KeepersApp) -> Vec<Command> {
         "taste-trained" => {
             let mut out = vec![Command::ShowShortcuts(false), Command::ClearCompare];
             if let Some(st) = app.state() {
-                for (names, change) in [(&KEEP, DecisionChange::Pick), (&REJECT, DecisionChange::Reject)] {
+                for (names, change) in [(&SAMPLE_KEEPS, DecisionChange::Pick), (&SAMPLE_REJECTS, DecisionChange::Reject)] {
                     for n in names.iter() {
                         if let Some(i) = st.photos.iter().position(|p| p.name == *n) {
                             out.push(Command::Select(i));

@@ -207,7 +207,6 @@ pub struct RunView {
     /// (step, held-out AUC).
     pub auc: Vec<[f64; 2]>,
     pub last: Option<TrainProgress>,
-    pub labels: usize,
 }
 
 /// The outcome of the last finished run.

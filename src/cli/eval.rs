@@ -16,18 +16,8 @@ pub struct EvalArgs {
     /// Checkpoint: RUN/best (or RUN/last, RUN/best.json, RUN).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// CSV with a path column and targets.
-    #[arg(long, required_unless_present = "album")]
-    pub data: Option<PathBuf>,
-    /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
-    #[arg(long)]
-    pub images: Option<PathBuf>,
-    /// Evaluate on an album's decisions (XMP of the photos in this folder).
-    #[arg(long, conflicts_with = "data")]
-    pub album: Option<PathBuf>,
-    /// With --album: read the decisions from this library database.
-    #[arg(long, requires = "album")]
-    pub library: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: super::train::DataSource,
     /// Test-time views / bags / patches (default: as trained).
     #[arg(long)]
     pub test_views: Option<usize>,
@@ -48,7 +38,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<std::process::ExitCode> {
     let lite0 = WeightsFile::EfficientNetLite0.path();
     let model = procedures::load_model(&a.checkpoint, &lite0, a.test_views)
         .with_context(|| format!("loading the model in {}", a.checkpoint.display()))?;
-    let ds = super::train::load_data(a.data.as_deref(), a.images.as_deref(), a.album.as_deref(), a.library.as_deref(), None, a.limit)?;
+    let ds = super::train::load_data(&a.source, None, a.limit)?;
     let cfg = EvalConfig {
         threads: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         batch: 4,

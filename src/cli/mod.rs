@@ -303,49 +303,30 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             lambdas,
             inner_folds,
             cv_only,
-        }) if system == "multilevel" => {
-            let _ = (epochs, weight_decays, lr, native, arp);
-            let plans = plans
-                .iter()
-                .map(|p| {
-                    crate::model::multilevel::LevelsPlan::parse(p)
-                        .ok_or_else(|| anyhow::anyhow!("unknown plan {p:?} (views grid, full, half, brisque joined by +)"))
+        }) => match system.as_str() {
+            "multilevel" => {
+                let plans = plans
+                    .iter()
+                    .map(|p| {
+                        crate::model::multilevel::LevelsPlan::parse(p)
+                            .ok_or_else(|| anyhow::anyhow!("unknown plan {p:?} (views grid, full, half, brisque joined by +)"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                train_quality::run_multilevel(train_quality::MultilevelArgs {
+                    data: &data,
+                    images: images.as_deref(),
+                    out: &out,
+                    folds,
+                    seed,
+                    plans: &plans,
+                    lambdas: &lambdas,
+                    inner_folds,
+                    grid_max,
+                    cache,
+                    cv_only,
                 })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            train_quality::run_multilevel(train_quality::MultilevelArgs {
-                data: &data,
-                images: images.as_deref(),
-                out: &out,
-                folds,
-                seed,
-                plans: &plans,
-                lambdas: &lambdas,
-                inner_folds,
-                grid_max,
-                cache,
-                cv_only,
-            })
-        }
-        Some(Command::TrainQuality {
-            data,
-            images,
-            out,
-            folds,
-            seed,
-            epochs,
-            weight_decays,
-            lr,
-            native,
-            arp,
-            grid_max,
-            cache,
-            system,
-            ..
-        }) => {
-            if system != "dma-fc" {
-                anyhow::bail!("unknown --system {system:?} (multilevel or dma-fc)");
             }
-            train_quality::run(train_quality::TrainQualityArgs {
+            "dma-fc" => train_quality::run(train_quality::TrainQualityArgs {
                 data: &data,
                 images: images.as_deref(),
                 out: &out,
@@ -357,8 +338,9 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 plan: crate::train::features::FeaturePlan { native, arp, seed },
                 grid_max,
                 cache,
-            })
-        }
+            }),
+            other => anyhow::bail!("unknown --system {other:?} (multilevel or dma-fc)"),
+        },
         Some(Command::Brisque { paths, eval, images, folds, seed, model }) => match eval {
             Some(csv) => brisque::eval(&csv, images.as_deref(), model.as_deref(), folds, seed),
             None => brisque::score(&paths, model.as_deref()),

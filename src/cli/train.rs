@@ -4,7 +4,7 @@
 //! folder (`last`, `best`), and `--resume` to continue an interrupted run.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
@@ -16,20 +16,27 @@ use crate::train::data::album;
 use crate::train::features::FeaturePlan;
 use crate::train::procedures::{self, Procedure, Progress, ProgressEvent, Task, TrainConfig, parse_view};
 
+/// Where the photos and their targets come from (`keepers train` and `keepers eval`).
 #[derive(Debug, clap::Args)]
-pub struct TrainArgs {
+pub struct DataSource {
     /// CSV with a path column and targets (e.g. ../shared/data/livec/labels.csv).
     #[arg(long, required_unless_present = "album")]
     pub data: Option<PathBuf>,
     /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
     #[arg(long)]
     pub images: Option<PathBuf>,
-    /// Train on an album's own decisions (picks / rejects / stars) read from the XMP of the photos in this folder.
+    /// An album's own decisions (picks / rejects / stars), read from the XMP of the photos in this folder.
     #[arg(long, conflicts_with = "data")]
     pub album: Option<PathBuf>,
     /// With --album: read the decisions from this library database instead of XMP.
     #[arg(long, requires = "album")]
     pub library: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub source: DataSource,
     /// Seed system (SCNN, DCNN, RDCNN-style, RDCNN-semantic, DMA-stat, DMA-fc, DMA-ImgFu, MP-avg, MP-min, MP-ada, THEME-EMD, ARP-MPEMD).
     #[arg(long)]
     pub system: Option<String>,
@@ -111,18 +118,11 @@ pub struct TrainArgs {
 }
 
 /// The dataset named by --data / --album (with --library), limited and filtered.
-pub(crate) fn load_data(
-    data: Option<&Path>,
-    images: Option<&Path>,
-    album_dir: Option<&Path>,
-    library: Option<&Path>,
-    theme: Option<&str>,
-    limit: Option<usize>,
-) -> anyhow::Result<Dataset> {
-    let mut ds = match (data, album_dir) {
-        (Some(csv), _) => super::cv::load_dataset(csv, images)?,
+pub(crate) fn load_data(source: &DataSource, theme: Option<&str>, limit: Option<usize>) -> anyhow::Result<Dataset> {
+    let mut ds = match (&source.data, &source.album) {
+        (Some(csv), _) => super::cv::load_dataset(csv, source.images.as_deref())?,
         (None, Some(dir)) => {
-            let (ds, report) = match library {
+            let (ds, report) = match &source.library {
                 Some(db) => {
                     let (lib, _) = crate::library::db::Library::open(db).with_context(|| format!("opening {}", db.display()))?;
                     album::from_library(&lib, dir).with_context(|| format!("reading decisions under {}", dir.display()))?
@@ -182,7 +182,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<std::process::ExitCode> {
         (None, None) if a.init.is_some() => Procedure::Adapt,
         (None, None) => bail!("give --system or --procedure"),
     };
-    let ds = load_data(a.data.as_deref(), a.images.as_deref(), a.album.as_deref(), a.library.as_deref(), a.theme.as_deref(), a.limit)?;
+    let ds = load_data(&a.source, a.theme.as_deref(), a.limit)?;
     let task = Task::parse(&a.task, &ds).with_context(|| format!("unknown task {:?} (quality, binary, distribution, styles)", a.task))?;
     let mut cfg = TrainConfig::new(procedure, task, WeightsFile::EfficientNetLite0.path());
     cfg.system = system;

@@ -231,10 +231,15 @@ pub struct TasteWeights {
 /// One of the user's style tags, learned one-vs-rest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagHead {
-    pub name: String,
     pub info: TagInfo,
     /// Its own standardiser and linear head (no themes).
     pub weights: TasteWeights,
+}
+
+impl TagHead {
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
 }
 
 /// What is known about a tag head (stored in the file's metadata).
@@ -748,7 +753,7 @@ impl TasteProfile {
             if w.scale.iter().any(|&s| s <= 0.0) {
                 return Err(format!("tag {i}: a non-positive scale"));
             }
-            tags.push(TagHead { name: info.name.clone(), info: info.clone(), weights: w });
+            tags.push(TagHead { info: info.clone(), weights: w });
         }
         if weights.scale.iter().any(|&s| s <= 0.0) {
             return Err("a non-positive scale".into());

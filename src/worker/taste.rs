@@ -246,6 +246,16 @@ fn grid_tensor(flat: Vec<f32>) -> Result<Tensor, String> {
     Tensor::from_vec(flat, (n, FEATURE_DIM), &Device::Cpu).map_err(|e| e.to_string())
 }
 
+/// A photo's training input from its stored features: the grid, resampled to [`TRAIN_PATCHES`]
+/// for MP-ada (one bag size per batch).
+fn train_input(flat: Vec<f32>, procedure: Procedure) -> Result<Tensor, TasteError> {
+    let x = grid_tensor(flat).map_err(TasteError::Input)?;
+    Ok(match procedure {
+        Procedure::MpAda => resample_patches(&x, TRAIN_PATCHES)?,
+        Procedure::Logistic => x,
+    })
+}
+
 /// `(p, D)` rows of `x (n, D)` at evenly spaced indices `floor((k + 0.5) n / p)`.
 pub fn resample_patches(x: &Tensor, p: usize) -> candle_core::Result<Tensor> {
     let n = x.dim(0)?;
@@ -291,12 +301,7 @@ impl Service {
         let left_out = r.labels.len() - labels.len();
         let mut inputs = HashMap::new();
         for l in &labels {
-            let x = grid_tensor(feats.remove(&l.id).expect("filtered")).map_err(TasteError::Input)?;
-            let x = match r.config.system.procedure {
-                Procedure::MpAda => resample_patches(&x, TRAIN_PATCHES)?,
-                Procedure::Logistic => x,
-            };
-            inputs.insert(l.id, x);
+            inputs.insert(l.id, train_input(feats.remove(&l.id).expect("filtered"), r.config.system.procedure)?);
         }
         let examples = |set: &[Labelled]| -> Vec<Example<'_>> {
             set.iter().map(|l| Example { features: &inputs[&l.id], keep: l.keep, theme: r.theme_of.get(&l.id).copied() }).collect()
@@ -409,12 +414,7 @@ impl Service {
         }
         let mut inputs = HashMap::new();
         for (id, _) in &with {
-            let x = grid_tensor(feats[id].clone()).map_err(TasteError::Input)?;
-            let x = match r.config.system.procedure {
-                Procedure::MpAda => resample_patches(&x, TRAIN_PATCHES)?,
-                Procedure::Logistic => x,
-            };
-            inputs.insert(*id, x);
+            inputs.insert(*id, train_input(feats[id].clone(), r.config.system.procedure)?);
         }
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for (_, k) in &with {
@@ -457,7 +457,7 @@ impl Service {
             let fit = train(tag, &ex(&labels), &[], &cfg, &[], sha, |p| progress(Phase::Tag(ti, eligible.len()), p))?;
             let n_pos = labels.iter().filter(|l| l.keep).count();
             let info = TagInfo { name: tag.to_string(), n_pos, n_neg: labels.len() - n_pos, heldout_auc, heldout_n };
-            heads.push(TagHead { name: tag.to_string(), info, weights: fit.weights });
+            heads.push(TagHead { info, weights: fit.weights });
         }
         Ok(heads)
     }
