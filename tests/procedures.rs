@@ -2,7 +2,7 @@
 //! their MOS): each runs a few steps with a fixed seed and its training loss goes down, at
 //! pixel level and as its small-data variant; ADAPT fine-tunes a trained model; a run stopped
 //! mid-epoch (in process, and a `keepers train` child process killed after its first
-//! checkpoint) resumes to bit-identical final weights; a dataset with a truncated JPEG, a
+//! checkpoint) resumes to bit-identical final weights, on Arch-1 and on Lite0 columns; a dataset with a truncated JPEG, a
 //! missing file and a zero-byte file trains and names those three; an album's picks, rejects
 //! and stars (XMP and library database) become samples.
 
@@ -252,6 +252,30 @@ fn a_two_stage_run_stopped_mid_epoch_resumes_bit_identically() {
     assert!(e.contains("already holds a run"), "{e}");
 }
 
+#[test]
+fn lite0_training_is_bit_identical_from_run_to_run_and_after_a_resume() {
+    // MP-ada on the ImageNet Lite0 column at pixel level: the depthwise weight gradient is
+    // summed in a fixed order (src/model/depthwise.rs), so two runs with one seed end with the
+    // same bits, and so does a run stopped after its second step and resumed.
+    let d = livec(4);
+    let (tr, val) = d.split(0.25, 3);
+    let mut c = config(Procedure::MpAda, Task::Quality, ColumnKind::Lite0);
+    c.epochs = Some(2);
+    c.batch_size = Some(2);
+    c.max_side = 160;
+    let (one, two, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train(&c, &tr, &val, one.path());
+    train(&c, &tr, &val, two.path());
+    assert_same_bits(&tensors(one.path()), &tensors(two.path()));
+    let mut first = c.clone();
+    first.max_steps = Some(2);
+    assert!(train(&first, &tr, &val, cut.path()).stopped);
+    let mut resume = c.clone();
+    resume.resume = true;
+    assert!(!train(&resume, &tr, &val, cut.path()).stopped);
+    assert_same_bits(&tensors(one.path()), &tensors(cut.path()));
+}
+
 fn write_csv(dir: &Path, rows: &[(String, f64)]) -> PathBuf {
     let p = dir.join("labels.csv");
     let mut s = String::from("image,mos\n");
@@ -262,10 +286,9 @@ fn write_csv(dir: &Path, rows: &[(String, f64)]) -> PathBuf {
     p
 }
 
-/// On Arch-1 columns (DCNN, arch1-small): their training is bit-deterministic on the CPU. The
-/// Lite0 column's is not (two identical uninterrupted `keepers train --column lite0` runs
-/// already end with different bits: parallel float reductions in its backward pass), so no
-/// bit-identical resume can be asked of it.
+/// A `keepers train` child process (DCNN on Arch-1 small columns, the fastest pixel-level
+/// run) killed after its first checkpoint resumes to the bits of an uninterrupted run; Lite0
+/// runs are bit-identical too (the test above).
 #[test]
 fn killed_train_process_resumes_to_the_same_weights() {
     let d = livec(8);
@@ -331,6 +354,38 @@ fn killed_train_process_resumes_to_the_same_weights() {
     let r = std::process::Command::new(bin).args(&a).output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_same_bits(&tensors(&straight), &tensors(&killed));
+
+    // Ctrl-C (SIGINT): the run stops after the step in progress, saves its checkpoint, says how
+    // to resume and exits with 130; the resumed run ends with the same bits.
+    let stopped = dir.path().join("ctrl-c");
+    let child = std::process::Command::new(bin)
+        .args(args(&stopped))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !stopped.join("last.json").exists() {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(130) {
+        assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+        let m = keepers::train::checkpoint::load_meta(&stopped, "last").unwrap().unwrap();
+        assert!(m.global_step >= 1, "{m:?}");
+    } else {
+        // The signal can only come too late if the run had already finished.
+        assert!(out.status.success() && !err.contains("interrupted"), "{:?}: {err}", out.status);
+    }
+    let mut a = args(&stopped);
+    a.push("--resume".into());
+    let r = std::process::Command::new(bin).args(&a).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_same_bits(&tensors(&straight), &tensors(&stopped));
 
     // keepers eval prints the metrics table of the best checkpoint.
     let e = std::process::Command::new(bin)

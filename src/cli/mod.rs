@@ -150,6 +150,10 @@ pub enum Command {
         /// multilevel: cross-validate only, write no model.
         #[arg(long)]
         cv_only: bool,
+        /// multilevel: also write every photo's cached features, scores and fold ids to this
+        /// safetensors file (for analysis outside Keepers, e.g. numpy).
+        #[arg(long)]
+        export_features: Option<PathBuf>,
     },
     /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
     /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
@@ -303,6 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             lambdas,
             inner_folds,
             cv_only,
+            export_features,
         }) => match system.as_str() {
             "multilevel" => {
                 let plans = plans
@@ -324,6 +329,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     grid_max,
                     cache,
                     cv_only,
+                    export_features: export_features.as_deref(),
                 })
             }
             "dma-fc" => train_quality::run(train_quality::TrainQualityArgs {

@@ -1,11 +1,14 @@
 //! `keepers train`: runs one of the papers' training procedures by name
 //! (`crate::train::procedures`) on a CSV dataset or an album's own decisions, with a progress
 //! line on stderr (stage, epoch, batch, loss, validation metric, ETA), checkpoints in the run
-//! folder (`last`, `best`), and `--resume` to continue an interrupted run.
+//! folder (`last`, `best`), and `--resume` to continue an interrupted run. Ctrl-C (SIGINT)
+//! stops the run after the step in progress, saves `last`, and says how to resume; a second
+//! Ctrl-C quits at once (the last checkpoint written stays valid: checkpoints are written to a
+//! temporary file and renamed).
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 
@@ -221,7 +224,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<std::process::ExitCode> {
         a.seed,
         a.out.display()
     );
-    let cancel = AtomicBool::new(false);
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    let handler = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: quitting now (the last checkpoint stays valid)");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after this step and saving a checkpoint (Ctrl-C again quits now)");
+    });
+    if let Err(e) = handler {
+        eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+    }
+    let cancel = &INTERRUPTED;
     let mut stderr = std::io::stderr();
     let mut on_progress = |p: &Progress| {
         let line = progress_line(p);
@@ -235,7 +249,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         let _ = stderr.flush();
     };
-    let summary = procedures::train(&cfg, &train, &val, &a.out, &mut on_progress, &cancel)
+    let summary = procedures::train(&cfg, &train, &val, &a.out, &mut on_progress, cancel)
         .with_context(|| format!("training {procedure} into {}", a.out.display()))?;
     eprintln!();
     if !summary.skipped.is_empty() {
@@ -256,6 +270,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     if summary.stopped {
         println!("stopped before the end; continue with --resume");
+    }
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!("interrupted; {} holds the last checkpoint: run the same command with --resume to finish", a.out.display());
+        return Ok(std::process::ExitCode::from(130));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -357,6 +357,8 @@ pub struct MultilevelArgs<'a> {
     pub cache: Option<PathBuf>,
     /// Cross-validate only: write no model.
     pub cv_only: bool,
+    /// Write the features, scores and folds of every photo read here (see [`export_features`]).
+    pub export_features: Option<&'a Path>,
 }
 
 /// Every view of one photo (grid patches, whole photo, half size, BRISQUE), cached by (path,
@@ -397,6 +399,31 @@ fn cached_levels(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache:
     candle_core::safetensors::save(&map, &tmp)?;
     std::fs::rename(&tmp, &file)?;
     Ok(lv)
+}
+
+/// Writes `file` (safetensors): `grid_mean` `(N, STATS_DIM)` (the mean of each photo's grid
+/// patch vectors), `grid_patch_std` `(N, STATS_DIM)` (their population std across the patches), `full`,
+/// `half` `(N, STATS_DIM)`, `brisque` `(N, 36)`, `score` `(N)` and `fold` `(N)` (the outer fold
+/// of each photo), rows in the order of the CSV's readable photos.
+fn export_features(file: &Path, lv: &[&PhotoLevels], scores: &[f64], folds: &[usize]) -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let rows = |f: &dyn Fn(&PhotoLevels) -> candle_core::Result<Tensor>| -> anyhow::Result<Tensor> {
+        let v = lv.iter().map(|l| f(l)).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&v, 0)?)
+    };
+    let missing = |what: &str| candle_core::Error::Msg(format!("no {what} features"));
+    let map = HashMap::from([
+        ("grid_mean".to_string(), rows(&|l| l.grid.mean(0))?),
+        ("grid_patch_std".to_string(), rows(&|l| l.grid.broadcast_sub(&l.grid.mean_keepdim(0)?)?.sqr()?.mean(0)?.sqrt())?),
+        ("full".to_string(), rows(&|l| Tensor::new(l.full.as_deref().ok_or_else(|| missing("full"))?, &dev))?),
+        ("half".to_string(), rows(&|l| Tensor::new(l.half.as_deref().ok_or_else(|| missing("half"))?, &dev))?),
+        ("brisque".to_string(), rows(&|l| Tensor::new(l.brisque.as_deref().ok_or_else(|| missing("brisque"))?, &dev))?),
+        ("score".to_string(), Tensor::new(scores, &dev)?),
+        ("fold".to_string(), Tensor::new(folds.iter().map(|&f| f as u32).collect::<Vec<_>>(), &dev)?),
+    ]);
+    candle_core::safetensors::save(&map, file).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("  features of {} photos written to {}", scores.len(), file.display());
+    Ok(())
 }
 
 /// Held-out figures of one plan.
@@ -456,6 +483,9 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     let lv: Vec<&PhotoLevels> = kept.iter().map(|&i| levels[i].as_ref().unwrap()).collect();
     let scores: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
     let folds = fold_ids(scores.len(), a.folds, a.seed);
+    if let Some(file) = a.export_features {
+        export_features(file, &lv, &scores, &folds)?;
+    }
 
     println!(
         "multi-level Lite0 + ridge, {}-fold cross-validation on {} ({} photos), seed {}; lambda = r * (sum of squared column weights; = d unbalanced), r in {:?}, chosen by inner {}-fold CV (mean SRCC) on each outer training set",

@@ -270,14 +270,25 @@ fn grad_input_impl<T: Float + Send + Sync>(gy: &[T], wt: &[T], d: &Dims, g: &DwG
     out
 }
 
+/// Partial sums of the weight gradient: the output rows are cut into at most this many
+/// chunks, of a size that depends on the shape only.
+const WEIGHT_GRAD_CHUNKS: usize = 64;
+
+/// Weight gradient, summed over every output row. Each chunk of rows (a fixed partition that
+/// depends on the shape, not on the thread count or on work stealing) is summed in parallel,
+/// and the chunks' partial sums are added in chunk order, so the result is bit-identical from
+/// run to run and for any number of threads (a rayon `fold`/`reduce` splits wherever the
+/// scheduler did, which changes the float rounding between runs).
 fn grad_weight_impl<T: Float + Send + Sync>(x: &[T], gy: &[T], d: &Dims, g: &DwGeometry) -> Vec<T> {
     let len = g.kernel * g.kernel * d.c;
     let isa = isa();
-    (0..d.n * d.oh)
+    let rows = d.n * d.oh;
+    let chunk = rows.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let partials: Vec<Vec<T>> = (0..rows.div_ceil(chunk))
         .into_par_iter()
-        .fold(
-            || vec![T::zero(); len],
-            |mut acc, r| {
+        .map(|k| {
+            let mut acc = vec![T::zero(); len];
+            for r in k * chunk..((k + 1) * chunk).min(rows) {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the CPU supports the features, checked by `isa()`.
@@ -286,18 +297,17 @@ fn grad_weight_impl<T: Float + Send + Sync>(x: &[T], gy: &[T], d: &Dims, g: &DwG
                     Isa::Avx2 => unsafe { grad_weight_rows_avx2(x, gy, d, g, r, &mut acc) },
                     _ => grad_weight_rows(x, gy, d, g, r, &mut acc),
                 }
-                acc
-            },
-        )
-        .reduce(
-            || vec![T::zero(); len],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a = *a + b;
-                }
-                a
-            },
-        )
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![T::zero(); len];
+    for p in partials {
+        for (a, b) in out.iter_mut().zip(p) {
+            *a = *a + b;
+        }
+    }
+    out
 }
 
 fn unsupported(op: &str, dt: DType) -> candle_core::Error {
