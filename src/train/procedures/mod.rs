@@ -47,7 +47,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-pub use evaluate::{EvalConfig, LoadedModel, evaluate, load_model, metrics_for, metrics_table};
+pub use evaluate::{EvalConfig, LoadedModel, evaluate, load_model, load_model_from, metrics_for, metrics_table, predict_photos};
 
 use crate::model::heads::HeadKind;
 use crate::model::systems::{ColumnKind, RoiKind, SystemConfig, SystemId};
