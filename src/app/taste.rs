@@ -799,14 +799,12 @@ fn profiles(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
     out
 }
 
-/// A hyperparameter row: its name, the control, and a short explanation under it.
+/// A hyperparameter row: the control (its name inside it, as its accessible label too) and a short
+/// explanation beside it.
 fn hyper(ui: &mut Ui, name: &str, help: &str, add: impl FnOnce(&mut Ui) -> egui::Response) {
-    ui.label(name);
     let r = add(ui);
     r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::SpinButton, true, name));
-    ui.end_row();
-    ui.label("");
-    ui.label(RichText::new(help).small().color(style::MUTED));
+    ui.add(egui::Label::new(RichText::new(help).small().color(style::MUTED)).wrap());
     ui.end_row();
 }
 
@@ -949,19 +947,19 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
             |ui| ui.add(egui::DragValue::new(&mut pp.epochs).range(1..=1000)),
         );
         hyper(ui, "Learning rate", "Size of each update (AdamW in the small-data variant). Lower it if the loss jumps around.", |ui| {
-            ui.add(egui::DragValue::new(&mut pp.lr).range(1e-6..=1.0).speed(0.0001).max_decimals(5))
+            ui.add(egui::DragValue::new(&mut pp.lr).range(1e-6..=1.0).speed(0.0001).max_decimals(5).prefix("Learning rate: "))
         });
         hyper(ui, "Batch size", "Photos per update: smaller gives more, noisier updates per epoch.", |ui| {
-            ui.add(egui::DragValue::new(&mut pp.batch).range(1..=256))
+            ui.add(egui::DragValue::new(&mut pp.batch).range(1..=256).prefix("Batch size: "))
         });
         hyper(ui, "Seed", "Fixes the split, the patches and the order: the same seed and set give the same profile.", |ui| {
-            ui.add(egui::DragValue::new(&mut pp.seed))
+            ui.add(egui::DragValue::new(&mut pp.seed).prefix("Seed: "))
         });
-        hyper(ui, "Held out", "Share of the set kept aside to validate each epoch (the curve and the saved epoch).", |ui| {
+        hyper(ui, "Held out", "Held out: share of the set kept aside to validate each epoch (the curve and the saved epoch).", |ui| {
             ui.add(egui::Slider::new(&mut pp.holdout, 0.1..=0.5).fixed_decimals(2))
         });
-        hyper(ui, "Patches per photo", "Patches in each photo's bag (DMA's M, MP's and ARP-MPEMD's P; the papers use 5).", |ui| {
-            ui.add(egui::DragValue::new(&mut pp.patches).range(1..=16))
+        hyper(ui, "Patches", "Patches in each photo's bag (DMA's M, MP's and ARP-MPEMD's P; the papers use 5).", |ui| {
+            ui.add(egui::DragValue::new(&mut pp.patches).range(1..=16).prefix("Patches: "))
         });
     });
 
