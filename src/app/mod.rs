@@ -639,8 +639,9 @@ impl KeepersApp {
                         Err(_) => session.to_taste = sent,
                     }
                 }
-            } else if self.active_profile.is_some() && !session.to_taste.is_empty() {
-                let a = self.active_profile.as_ref().expect("checked");
+            } else if let Some(a) = self.active_profile.as_ref()
+                && !session.to_taste.is_empty()
+            {
                 let ids = std::mem::take(&mut session.to_taste);
                 // A full queue gives the job back: it goes again next frame.
                 if let Err(TasteJob::Score { ids, .. }) =

@@ -335,7 +335,7 @@ impl TastePrefs {
                 LabelSource::Picks => None,
                 LabelSource::Stars => {
                     let s = p.decision.stars();
-                    (s > 0).then(|| Labelled { id: p.id, keep: s >= self.keep_stars, grade: s as f64 })
+                    (s > 0).then_some(Labelled { id: p.id, keep: s >= self.keep_stars, grade: s as f64 })
                 }
             })
             .collect()

@@ -664,8 +664,8 @@ fn score_with(weights: &TasteWeights, procedure: Procedure, features: &Tensor, t
     };
     let logit = |x: &[f32]| -> f32 {
         let mut s = weights.b + offset;
-        for j in 0..d {
-            s += weights.w[j] * (x[j] - weights.mean[j]) / weights.scale[j];
+        for (j, xj) in x.iter().enumerate().take(d) {
+            s += weights.w[j] * (xj - weights.mean[j]) / weights.scale[j];
         }
         s
     };
@@ -697,7 +697,7 @@ fn serialize(tensors: &[(&str, Vec<usize>, &[f32])], metadata: &HashMap<String, 
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
     // The safetensors writer pads the header with spaces to a multiple of 8.
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + data.len());

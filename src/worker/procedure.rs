@@ -213,10 +213,10 @@ pub fn run(
             r.task.label()
         )));
     }
-    if let Task::Styles { tags } = &task {
-        if tags.is_empty() {
-            return Err(RunError::Failed(format!("{}: the set has no style tags", ds.source)));
-        }
+    if let Task::Styles { tags } = &task
+        && tags.is_empty()
+    {
+        return Err(RunError::Failed(format!("{}: the set has no style tags", ds.source)));
     }
     let (train, val) = ds.split(r.val_fraction, r.seed);
     let mut cfg = TrainConfig::new(r.procedure, task.clone(), r.lite0.clone());

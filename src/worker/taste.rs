@@ -217,6 +217,7 @@ impl Taste {
 
     /// Queues a job; gives it back when the queue is full or the service stopped (the caller may
     /// try again next frame).
+    #[allow(clippy::result_large_err)] // the job itself comes back, so the caller can send it again
     pub fn submit(&self, job: TasteJob) -> Result<(), TasteJob> {
         if let TasteJob::Train(_) | TasteJob::Procedure(_) = job {
             self.flags.cancel.store(false, Ordering::SeqCst);
@@ -271,7 +272,7 @@ struct Service {
 
 /// A photo's stored grid features `(n, 1280)`.
 fn grid_tensor(flat: Vec<f32>) -> Result<Tensor, String> {
-    if flat.is_empty() || flat.len() % FEATURE_DIM != 0 {
+    if flat.is_empty() || !flat.len().is_multiple_of(FEATURE_DIM) {
         return Err(format!("stored patch features have {} values, not a multiple of {FEATURE_DIM}", flat.len()));
     }
     let n = flat.len() / FEATURE_DIM;
@@ -374,7 +375,7 @@ impl Service {
             }
             // Every step for short runs; at most about 200 reports a phase for long ones.
             let every = (p.steps / 200).max(1);
-            if said_paused || p.step % every == 0 || p.step + 1 == p.steps || p.validation_auc.is_some() {
+            if said_paused || p.step.is_multiple_of(every) || p.step + 1 == p.steps || p.validation_auc.is_some() {
                 report.paused = false;
                 let _ = send.send(TasteEvent::Progress(report));
                 if let Some(w) = &wake {
