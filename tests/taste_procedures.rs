@@ -266,3 +266,97 @@ fn a_cancel_before_the_first_step_is_a_cancel() {
     assert!(matches!(e, RunError::Cancelled), "{e}");
     assert!(entries(store.dir()).is_empty(), "{:?}", entries(store.dir()));
 }
+
+/// Writes an XMP sidecar with `keywords` (dc:subject) beside `photo`, as Lightroom does.
+fn write_keywords(photo: &Path, keywords: &[&str]) {
+    let li: String = keywords.iter().map(|k| format!("<rdf:li>{k}</rdf:li>")).collect();
+    let xmp = format!(
+        r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>{li}</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"#
+    );
+    let mut name = photo.file_name().unwrap().to_os_string();
+    name.push(".xmp");
+    std::fs::write(photo.with_file_name(name), xmp).unwrap();
+}
+
+#[test]
+fn the_albums_xmp_keywords_are_the_style_tags_of_a_multi_label_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tags: &[(&str, &[&str])] = &[
+        ("Dragonfly_by_Bolly.jpg", &["animal", "macro"]),
+        ("Kleiber_by_Lukas_Baubkus.jpg", &["animal"]),
+        ("chelsea.png", &["animal"]),
+        ("friends_by_Aitzol_Berasategi.jpg", &["animal"]),
+        ("picosdeeuropa_by_Aitzol_Berasategi.jpg", &["landscape"]),
+        ("sunset_by_Aitzol_Berasategi.jpg", &["landscape"]),
+        ("seeding_by_Clements_Engelhardt.jpg", &["landscape", "macro"]),
+        ("life_by_Aitzol_Berasategi.jpg", &["landscape"]),
+        ("coffee.png", &["food"]),
+        ("china.jpg", &[]),
+    ];
+    let mut samples = Vec::new();
+    for (n, kw) in tags {
+        let p = tmp.path().join(n);
+        std::fs::copy(samples_dir().join(n), &p).unwrap();
+        if !kw.is_empty() {
+            write_keywords(&p, kw);
+        }
+        // The album's photos, undecided: the style task needs no keep / reject.
+        samples.push(Sample { path: p, key: n.to_string(), target: Target::default() });
+    }
+    let ds = Dataset { source: "album".into(), samples, class_names: Vec::new(), style_names: Vec::new(), theme_names: Vec::new() };
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let cache = tmp.path().join("features");
+    let r = request("Tags", LabelledSet::Album(ds), TaskChoice::Styles, 2, &cache);
+    assert_eq!(r.procedure, Procedure::Dma, "MP's objectives are for one class or score: DMA-fc is the multi-patch default for tags");
+    let out = procedure::run(&r, &store, &AtomicBool::new(false), &AtomicBool::new(false), &mut |_| {})
+        .unwrap_or_else(|e| panic!("the styles run failed: {e}"));
+    let info = &out.profile.procedure.as_ref().unwrap().info;
+    // "animal" (4 of 9 with keywords) and "landscape" (4 of 9) are learned; "macro" (2) and "food" (1) are too rare.
+    assert_eq!(info.task, Task::Styles { tags: vec!["animal".into(), "landscape".into()] });
+    assert_eq!(info.n_train + info.n_val, 9, "the photo without keywords is not a sample");
+    assert_eq!(out.without_target, 1);
+    assert!(out.notes.iter().any(|n| n.contains("\"macro\"")) && out.notes.iter().any(|n| n.contains("\"food\"")), "{:?}", out.notes);
+    assert!(info.metrics.contains_key("val_map"), "{:?}", info.metrics);
+    // A styles profile has no single score to show: scoring gives none rather than a made-up one.
+    let model = procedure::load(&out.profile, &WeightsFile::EfficientNetLite0.path(), &store.path_of(&out.file)).unwrap();
+    let s = procedure::score(&model, info, &[tmp.path().join("china.jpg")], &eval_cfg(&cache), |_, _| {}).unwrap();
+    assert_eq!(s, vec![None]);
+}
+
+#[test]
+fn an_ava_folder_trains_with_its_challenges_as_themes_and_names_a_missing_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("AVA");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    // Eight real photos as AVA images; high votes for the first four, low for the rest; two challenges.
+    let names = [
+        "Dragonfly_by_Bolly.jpg",
+        "Kleiber_by_Lukas_Baubkus.jpg",
+        "sunset_by_Aitzol_Berasategi.jpg",
+        "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+        "hubble_deep_field.jpg",
+        "rocket.jpg",
+        "china.jpg",
+        "Wine_by_Jakkub_Mede.jpg",
+    ];
+    let mut rows = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let id = 9000 + i;
+        std::fs::copy(samples_dir().join(n), root.join("images").join(format!("{id}.jpg"))).unwrap();
+        let votes = if i < 4 { "0 0 0 1 2 5 9 12 6 2" } else { "2 6 12 9 5 2 1 0 0 0" };
+        rows.push(format!("{} {id} {votes} 0 0 {}", i + 1, 1 + i % 2));
+    }
+    rows.push("9 9999 0 0 1 2 3 4 3 2 1 0 0 0 1".into());
+    std::fs::write(root.join("AVA.txt"), rows.join("\n") + "\n").unwrap();
+    std::fs::write(root.join("challenges.txt"), "1 Macro\n2 Landscapes\n").unwrap();
+    let ds = LabelledSet::Ava(root.clone()).load().unwrap();
+    assert_eq!((ds.len(), ds.theme_names.clone()), (9, vec!["Macro".to_string(), "Landscapes".to_string()]));
+    assert_eq!(TaskChoice::Binary.count(&ds), 9);
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let r = request("AVA keeps", LabelledSet::Ava(root), TaskChoice::Binary, 2, &tmp.path().join("features"));
+    let out = procedure::run(&r, &store, &AtomicBool::new(false), &AtomicBool::new(false), &mut |_| {})
+        .unwrap_or_else(|e| panic!("the AVA run failed: {e}"));
+    assert_eq!(out.skipped.len(), 1, "{:?}", out.skipped);
+    assert!(out.skipped[0].contains("9999.jpg"), "{:?}", out.skipped);
+    assert_eq!(store.list().profiles.len(), 1);
+}

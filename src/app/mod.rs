@@ -605,6 +605,7 @@ impl KeepersApp {
                                 info: c.info.clone(),
                                 skipped: o.skipped.clone(),
                                 without_target: o.without_target,
+                                notes: o.notes.clone(),
                             });
                         }
                     }

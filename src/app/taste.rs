@@ -130,10 +130,11 @@ impl ProcedurePrefs {
 /// each photo's folder as its theme when `themes` says so.
 pub fn album_dataset(st: &AlbumState, themes: ThemeSource) -> crate::train::data::Dataset {
     use crate::train::data::{Dataset, Sample, album};
+    // Every photo: undecided ones carry no keep / score target, but may carry keywords (styles).
     let mut samples: Vec<Sample> = st
         .photos
         .iter()
-        .filter_map(|p| album::decision_target(&p.decision).map(|target| Sample { path: p.path.clone(), key: p.name.clone(), target }))
+        .map(|p| Sample { path: p.path.clone(), key: p.name.clone(), target: album::decision_target(&p.decision).unwrap_or_default() })
         .collect();
     let mut names: Vec<String> = samples.iter().filter_map(|s| theme_of(themes, &st.root, &s.path)).collect();
     names.sort();
@@ -160,6 +161,8 @@ pub struct SetSummary {
     pub counts: [usize; 4],
     pub themes: usize,
     pub styles: usize,
+    /// Style tags come from the photos' XMP keywords, read when the run starts (album).
+    pub styles_from_keywords: bool,
 }
 
 impl SetSummary {
@@ -170,6 +173,7 @@ impl SetSummary {
             counts: TaskChoice::ALL.map(|t| t.count(ds)),
             themes: ds.theme_names.len(),
             styles: ds.style_names.len(),
+            styles_from_keywords: false,
         }
     }
 
@@ -450,6 +454,8 @@ pub struct ProcResult {
     /// Images that could not be read, each `path: reason`.
     pub skipped: Vec<String>,
     pub without_target: usize,
+    /// What else the run could not use (keywords).
+    pub notes: Vec<String>,
 }
 
 impl RunView {
@@ -810,7 +816,6 @@ fn hyper(ui: &mut Ui, name: &str, help: &str, add: impl FnOnce(&mut Ui) -> egui:
 
 /// The advanced mode: labelled set, task, system and procedure, hyperparameters, run.
 fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Command> {
-    use crate::train::procedures::Procedure;
     let mut out = Vec::new();
     let t = &app.taste_ui;
     let pp = &mut prefs.proc;
@@ -829,7 +834,7 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
                 }
             });
             named(&r.response, "Themes from");
-            app.state().map(|st| Ok(SetSummary::of(&album_dataset(st, pp.themes))))
+            app.state().map(|st| Ok(SetSummary { styles_from_keywords: true, ..SetSummary::of(&album_dataset(st, pp.themes)) }))
         }
         kind => {
             let (text, what, cmd) = match kind {
@@ -885,9 +890,11 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
     ui.label(RichText::new("2. Task").strong());
     let r = egui::ComboBox::from_id_salt("proc_task").selected_text(pp.task.label()).show_ui(ui, |ui| {
         for k in TaskChoice::ALL {
-            let n = summary.as_ref().and_then(|s| s.as_ref().ok()).map(|s| s.count(k));
+            let s = summary.as_ref().and_then(|s| s.as_ref().ok());
+            let n = s.filter(|s| !(k == TaskChoice::Styles && s.styles_from_keywords)).map(|s| s.count(k));
             let label = match n {
                 Some(n) => format!("{} ({n} photos)", k.label()),
+                None if k == TaskChoice::Styles && s.is_some() => format!("{} from your XMP keywords", k.label()),
                 None => k.label().to_string(),
             };
             ui.add_enabled_ui(n != Some(0), |ui| ui.selectable_value(&mut pp.task, k, label));
@@ -901,7 +908,9 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
             TaskChoice::Distribution => {
                 "Learns a score distribution (EMD loss): a CSV or AVA histogram; album stars as 5 bins with all the mass on the rating."
             }
-            TaskChoice::Styles => "Learns several yes / no style tags at once: a CSV styles column (tags separated by ';' or '|').",
+            TaskChoice::Styles => {
+                "Learns several yes / no style tags at once: a CSV styles column, or this album's XMP keywords (each with at least 3 photos with it and 3 without)."
+            }
         })
         .small()
         .color(style::MUTED),
@@ -936,8 +945,8 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
     ui.checkbox(&mut pp.small_data, "Small-data variant (frozen backbone)").on_hover_text(
         "Keeps the ImageNet backbone frozen and trains only the paper's head on cached features (RDCNN and THEME-EMD: on pixels, with the columns frozen). The right choice for tens to hundreds of labels on a CPU.",
     );
-    if pp.procedure == Procedure::MpAda && pp.small_data {
-        ui.label(RichText::new("Default for few labels.").small().color(style::MUTED));
+    if pp.procedure == default_procedure(pp.task) && pp.small_data {
+        ui.label(RichText::new("The default for few labels for this task.").small().color(style::MUTED));
     }
     egui::Grid::new("proc_hp").num_columns(2).show(ui, |ui| {
         hyper(
@@ -1064,6 +1073,9 @@ fn proc_report(ui: &mut Ui, r: &ProcResult) {
         ui.label(
             RichText::new(format!("{} photos had no {} target and were not used.", r.without_target, i.task.name())).color(style::MUTED),
         );
+    }
+    for n in &r.notes {
+        ui.label(RichText::new(n).small().color(style::MUTED));
     }
     if !r.skipped.is_empty() {
         ui.label(

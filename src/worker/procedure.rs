@@ -92,18 +92,20 @@ impl TaskChoice {
         Task::parse(name, ds).expect("known task names")
     }
 
-    /// How many samples of `ds` carry this task's target (a label, a score, a histogram or a
-    /// score to derive one from, style flags).
+    /// Whether `s` of `ds` carries this task's target (a label, a score, a histogram or a score to
+    /// derive one from, style flags).
+    pub fn has(self, ds: &Dataset, s: &crate::train::data::Sample) -> bool {
+        match self {
+            TaskChoice::Binary => s.target.label.is_some_and(|l| l < 2) || s.target.score.is_some(),
+            TaskChoice::Score => s.target.score.is_some(),
+            TaskChoice::Distribution => s.target.histogram.is_some() || s.target.score.is_some(),
+            TaskChoice::Styles => !ds.style_names.is_empty() && s.target.styles.is_some(),
+        }
+    }
+
+    /// How many samples of `ds` carry this task's target.
     pub fn count(self, ds: &Dataset) -> usize {
-        ds.samples
-            .iter()
-            .filter(|s| match self {
-                TaskChoice::Binary => s.target.label.is_some_and(|l| l < 2) || s.target.score.is_some(),
-                TaskChoice::Score => s.target.score.is_some(),
-                TaskChoice::Distribution => s.target.histogram.is_some() || s.target.score.is_some(),
-                TaskChoice::Styles => !ds.style_names.is_empty() && s.target.styles.is_some(),
-            })
-            .count()
+        ds.samples.iter().filter(|s| self.has(ds, s)).count()
     }
 }
 
@@ -164,6 +166,8 @@ pub struct ProcedureOutcome {
     pub skipped: Vec<String>,
     /// Samples without the task's target (not used).
     pub without_target: usize,
+    /// What the run could not use besides images (unreadable keywords, tags with too few photos).
+    pub notes: Vec<String>,
 }
 
 /// Why a run did not give a profile.
@@ -202,16 +206,39 @@ pub fn run(
     report: &mut dyn FnMut(ProcedureProgress),
 ) -> Result<ProcedureOutcome, RunError> {
     let started = Instant::now();
-    let ds = r.set.load().map_err(failed)?;
+    let mut ds = r.set.load().map_err(failed)?;
+    let mut notes = Vec::new();
+    if r.task == TaskChoice::Styles && matches!(r.set, LabelledSet::Album(_)) {
+        // The album's style tags are the photographer's own keywords (XMP dc:subject).
+        use rayon::prelude::*;
+        let read: Vec<(PathBuf, Result<Vec<String>, String>)> = ds
+            .samples
+            .par_iter()
+            .map(|s| (s.path.clone(), crate::library::xmp::read_keywords(&s.path).map_err(|e| e.to_string())))
+            .collect();
+        let mut keywords = HashMap::new();
+        for (p, k) in read {
+            match k {
+                Ok(k) => {
+                    keywords.insert(p, k);
+                }
+                Err(e) => notes.push(format!("{}: keywords not read: {e}", p.display())),
+            }
+        }
+        let (with, dropped) =
+            crate::train::data::album::with_keyword_styles(&ds, &keywords, super::taste::MIN_TAG_PHOTOS, super::taste::MAX_TAGS);
+        ds = with;
+        notes.extend(dropped);
+    }
+    // Only the samples with the task's target (an album's undecided photos are in the set).
+    let before = ds.len();
+    let names_only = Dataset { samples: Vec::new(), ..ds.clone() };
+    ds = ds.filter(|s| r.task.has(&names_only, s));
+    let without = before - ds.len();
     let task = r.task.task(&ds);
-    let usable = r.task.count(&ds);
+    let usable = ds.len();
     if usable < 2 {
-        return Err(RunError::Failed(format!(
-            "{}: only {usable} of {} photos have a target for “{}”",
-            ds.source,
-            ds.len(),
-            r.task.label()
-        )));
+        return Err(RunError::Failed(format!("{}: only {usable} of {before} photos have a target for “{}”", ds.source, r.task.label())));
     }
     if let Task::Styles { tags } = &task
         && tags.is_empty()
@@ -338,7 +365,8 @@ pub fn run(
         file,
         profile: std::sync::Arc::new(TasteProfile { name, ..profile }),
         skipped,
-        without_target: summary.without_target,
+        without_target: summary.without_target + without,
+        notes,
     })
 }
 
@@ -376,18 +404,24 @@ pub fn score(
         .collect())
 }
 
-/// The default system and procedure for few labels: the small-data variant of MP-ada
-/// (paper 001) for keep / reject and scores, ARP-MPEMD-avg (paper 004) for distributions.
+/// The default system and procedure for few labels, always a multi-patch one on the frozen
+/// backbone (small-data variant): MP-ada (paper 001) for keep / reject and scores, ARP-MPEMD-avg
+/// (paper 004) for distributions, DMA-fc (paper 000) for style tags (MP's objectives are defined
+/// for one class or score only).
 pub fn default_procedure(task: TaskChoice) -> Procedure {
     match task {
+        TaskChoice::Binary | TaskChoice::Score => Procedure::MpAda,
         TaskChoice::Distribution => Procedure::ArpMpemdAvg,
-        _ => Procedure::MpAda,
+        TaskChoice::Styles => Procedure::Dma,
     }
 }
 
-/// Which tasks a procedure can train (THEME-EMD and ARP-MPEMD predict distributions).
+/// Which tasks a procedure can train: MP-avg / min / ada's objectives are for keep / reject and
+/// scores (paper 001), THEME-EMD and ARP-MPEMD predict distributions (papers 003, 004); the others
+/// take any head.
 pub fn procedure_tasks(p: Procedure) -> &'static [TaskChoice] {
     match p {
+        Procedure::MpAvg | Procedure::MpMin | Procedure::MpAda => &[TaskChoice::Binary, TaskChoice::Score],
         Procedure::ThemeEmd | Procedure::ArpMpemdAvg | Procedure::ArpMpemdAda => &[TaskChoice::Distribution],
         _ => &TaskChoice::ALL,
     }

@@ -164,3 +164,44 @@ pub fn with_star_histograms(ds: &Dataset) -> Dataset {
     }
     out
 }
+
+/// `ds` with style targets from the photos' keywords (the user's own tags, multi-label; e.g. XMP
+/// `dc:subject`): among the samples with keywords, each keyword that at least `min` of them have
+/// and `min` lack becomes a style (the `max` most frequent, ties by name); those samples get their
+/// flags, samples without keywords get none. Also returns a note per keyword left out.
+pub fn with_keyword_styles(
+    ds: &Dataset,
+    keywords: &std::collections::HashMap<PathBuf, Vec<String>>,
+    min: usize,
+    max: usize,
+) -> (Dataset, Vec<String>) {
+    let with: Vec<&Vec<String>> = ds.samples.iter().filter_map(|s| keywords.get(&s.path)).filter(|k| !k.is_empty()).collect();
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for k in &with {
+        let mut seen: Vec<&str> = k.iter().map(String::as_str).collect();
+        seen.sort();
+        seen.dedup();
+        for t in seen {
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    let n = with.len();
+    let mut eligible: Vec<(&str, usize)> = counts.iter().map(|(t, c)| (*t, *c)).filter(|&(_, c)| c >= min && n - c >= min).collect();
+    eligible.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    eligible.truncate(max);
+    let names: Vec<String> = eligible.iter().map(|(t, _)| t.to_string()).collect();
+    let notes: Vec<String> = counts
+        .iter()
+        .filter(|(t, _)| !names.iter().any(|n| n == *t))
+        .map(|(t, c)| format!("keyword {t:?} not learned: {c} of {n} photos with keywords have it (a tag needs {min} with it and {min} without; at most {max} tags)"))
+        .collect();
+    let mut out = ds.clone();
+    out.style_names = names.clone();
+    for s in &mut out.samples {
+        s.target.styles = match keywords.get(&s.path).filter(|k| !k.is_empty() && !names.is_empty()) {
+            Some(k) => Some(names.iter().map(|n| k.contains(n)).collect()),
+            None => None,
+        };
+    }
+    (out, notes)
+}
