@@ -198,10 +198,8 @@ pub fn with_keyword_styles(
     let mut out = ds.clone();
     out.style_names = names.clone();
     for s in &mut out.samples {
-        s.target.styles = match keywords.get(&s.path).filter(|k| !k.is_empty() && !names.is_empty()) {
-            Some(k) => Some(names.iter().map(|n| k.contains(n)).collect()),
-            None => None,
-        };
+        s.target.styles =
+            keywords.get(&s.path).filter(|k| !k.is_empty() && !names.is_empty()).map(|k| names.iter().map(|n| k.contains(n)).collect());
     }
     (out, notes)
 }
