@@ -186,6 +186,21 @@ fn a_cancelled_service_run_leaves_no_profile_and_a_restart_finishes() {
         }
         steps >= 3
     });
+    // Pause holds it between steps (a paused report, then no step), resume lets it go on.
+    taste.pause(true);
+    wait("the paused report", &mut |e| matches!(e, TasteEvent::ProcedureProgress(p) if p.paused));
+    std::thread::sleep(Duration::from_millis(400));
+    let mut during = 0;
+    while let Ok(e) = taste.events().try_recv() {
+        during += matches!(e, TasteEvent::ProcedureProgress(p) if !p.paused) as usize;
+    }
+    assert_eq!(during, 0, "a paused run does not step");
+    taste.pause(false);
+    let mut more = 0;
+    wait("steps after resuming", &mut |e| {
+        more += matches!(e, TasteEvent::ProcedureProgress(p) if !p.paused) as usize;
+        more >= 2
+    });
     taste.cancel();
     wait("the run to stop", &mut |e| matches!(e, TasteEvent::Cancelled));
     assert!(store.list().profiles.is_empty(), "a cancelled run saved a profile");
@@ -359,4 +374,31 @@ fn an_ava_folder_trains_with_its_challenges_as_themes_and_names_a_missing_image(
     assert_eq!(out.skipped.len(), 1, "{:?}", out.skipped);
     assert!(out.skipped[0].contains("9999.jpg"), "{:?}", out.skipped);
     assert_eq!(store.list().profiles.len(), 1);
+}
+
+#[test]
+fn theme_emd_learns_theme_conditioned_distributions_from_a_csv_theme_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("set");
+    std::fs::create_dir_all(&data).unwrap();
+    // Two shoots (themes), scores 1..10 (a distribution is derived from each score).
+    let mut rows = vec!["path,score,theme".to_string()];
+    for (i, n) in SAMPLE_KEEPS.iter().chain(SAMPLE_REJECTS.iter()).enumerate() {
+        std::fs::copy(samples_dir().join(n), data.join(n)).unwrap();
+        let score = if i < 5 { 7.0 + (i % 3) as f64 } else { 2.0 + (i % 3) as f64 };
+        rows.push(format!("{n},{score},{}", if i % 2 == 0 { "wedding" } else { "street" }));
+    }
+    let csv = data.join("labels.csv");
+    std::fs::write(&csv, rows.join("\n") + "\n").unwrap();
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let mut r = request("Themes", LabelledSet::Csv(csv), TaskChoice::Distribution, 1, &tmp.path().join("features"));
+    r.procedure = Procedure::ThemeEmd;
+    let out = procedure::run(&r, &store, &AtomicBool::new(false), &AtomicBool::new(false), &mut |_| {})
+        .unwrap_or_else(|e| panic!("the THEME-EMD run failed: {e}"));
+    let c = out.profile.procedure.as_ref().unwrap();
+    assert_eq!((c.info.procedure.as_str(), c.info.system.as_str()), ("theme-emd", "THEME-EMD"));
+    assert_eq!(c.info.task, Task::Distribution { bins: 10 });
+    let model = procedure::load(&out.profile, &WeightsFile::EfficientNetLite0.path(), &store.path_of(&out.file)).unwrap();
+    assert_eq!(model.theme_names, vec!["street".to_string(), "wedding".to_string()], "the user's own themes");
+    assert_eq!(model.spec.themes, 2);
 }
