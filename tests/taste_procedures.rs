@@ -139,7 +139,8 @@ fn a_csv_with_a_missing_and_a_corrupt_image_trains_names_both_and_round_trips() 
     let photos: Vec<PathBuf> = [SAMPLE_KEEPS[0], SAMPLE_REJECTS[0], "broken.jpg", SAMPLE_KEEPS[1]].iter().map(|n| data.join(n)).collect();
     let mut last = (0, 0);
     let scores =
-        procedure::score(&model, &imported.procedure.as_ref().unwrap().info, &photos, &eval_cfg(&cache), |d, t| last = (d, t)).unwrap();
+        procedure::score(&model, &imported.procedure.as_ref().unwrap().info, &photos, None, &eval_cfg(&cache), |d, t| last = (d, t))
+            .unwrap();
     assert_eq!(last.1, 4);
     assert!(scores[2].is_none(), "the corrupt image has no score: {scores:?}");
     for i in [0, 1, 3] {
@@ -265,7 +266,7 @@ fn album_stars_become_a_five_bin_distribution_and_arp_mpemd_learns_it() {
     assert!(c.info.metrics.contains_key("val_emd_r2"), "{:?}", c.info.metrics);
     let model = procedure::load(&out.profile, &WeightsFile::EfficientNetLite0.path(), &store.path_of(&out.file)).unwrap();
     let paths: Vec<PathBuf> = names.iter().take(3).map(|n| tmp.path().join(n)).collect();
-    let s = procedure::score(&model, &c.info, &paths, &eval_cfg(&cache), |_, _| {}).unwrap();
+    let s = procedure::score(&model, &c.info, &paths, None, &eval_cfg(&cache), |_, _| {}).unwrap();
     assert!(s.iter().all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))), "{s:?}");
 }
 
@@ -334,7 +335,7 @@ fn the_albums_xmp_keywords_are_the_style_tags_of_a_multi_label_run() {
     assert!(info.metrics.contains_key("val_map"), "{:?}", info.metrics);
     // A styles profile has no single score to show: scoring gives none rather than a made-up one.
     let model = procedure::load(&out.profile, &WeightsFile::EfficientNetLite0.path(), &store.path_of(&out.file)).unwrap();
-    let s = procedure::score(&model, info, &[tmp.path().join("china.jpg")], &eval_cfg(&cache), |_, _| {}).unwrap();
+    let s = procedure::score(&model, info, &[tmp.path().join("china.jpg")], None, &eval_cfg(&cache), |_, _| {}).unwrap();
     assert_eq!(s, vec![None]);
 }
 
@@ -401,4 +402,12 @@ fn theme_emd_learns_theme_conditioned_distributions_from_a_csv_theme_column() {
     let model = procedure::load(&out.profile, &WeightsFile::EfficientNetLite0.path(), &store.path_of(&out.file)).unwrap();
     assert_eq!(model.theme_names, vec!["street".to_string(), "wedding".to_string()], "the user's own themes");
     assert_eq!(model.spec.themes, 2);
+    assert_eq!(out.profile.themes, model.theme_names, "the profile lists them for the loupe's theme selector");
+    // The score is conditioned on the theme: the same photos score differently as "street" and as "wedding".
+    let paths: Vec<PathBuf> = SAMPLE_KEEPS.iter().take(3).map(|n| data.join(n)).collect();
+    let cfg = eval_cfg(&tmp.path().join("features"));
+    let street = procedure::score(&model, &c.info, &paths, Some(0), &cfg, |_, _| {}).unwrap();
+    let wedding = procedure::score(&model, &c.info, &paths, Some(1), &cfg, |_, _| {}).unwrap();
+    assert!(street.iter().chain(&wedding).all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))), "{street:?} {wedding:?}");
+    assert_ne!(street, wedding, "theme-conditioned scores");
 }

@@ -352,7 +352,9 @@ pub fn run(
         metrics,
         config: TasteConfig { steps: steps as usize, lr: r.lr, ..TasteConfig::default() },
         backbone_sha256: WeightsFile::EfficientNetLite0.expected_sha256().to_string(),
-        themes: Vec::new(),
+        // THEME-EMD's themes (the set's own: CSV theme column, AVA challenges, album folders): the
+        // loupe's theme selector shows the score conditioned on each.
+        themes: if last.system == "THEME-EMD" { train.theme_names.clone() } else { Vec::new() },
         weights: crate::train::taste::TasteWeights { mean: Vec::new(), scale: Vec::new(), w: Vec::new(), b: 0.0, themes: Vec::new() },
         tags: Vec::new(),
         procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint: meta, tensors })),
@@ -378,15 +380,17 @@ pub fn load(profile: &TasteProfile, lite0: &Path, origin: &Path) -> Result<Loade
 }
 
 /// 0..1 display scores of `paths` under `model` (`None` where the photo could not be read or the
-/// task has no single score), in order; `progress(done, total)` as photos finish.
+/// task has no single score), in order, as photos of `theme` (THEME-EMD; `None`: no theme);
+/// `progress(done, total)` as photos finish.
 pub fn score(
     model: &LoadedModel,
     info: &ProcedureInfo,
     paths: &[PathBuf],
+    theme: Option<usize>,
     cfg: &EvalConfig,
     progress: impl FnMut(usize, usize),
 ) -> Result<Vec<Option<f32>>, String> {
-    let (preds, _) = procedures::predict_photos(model, paths, cfg, progress).map_err(|e| e.to_string())?;
+    let (preds, _) = procedures::predict_photos(model, paths, theme, cfg, progress).map_err(|e| e.to_string())?;
     Ok(preds
         .into_iter()
         .map(|p| {

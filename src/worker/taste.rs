@@ -541,13 +541,21 @@ impl Service {
                 return;
             }
             let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-            match super::procedure::score(&model, &info, &paths, &cfg, |_, _| {}) {
+            // The shared score (no theme), then one per theme of a THEME-EMD profile.
+            let all: Result<Vec<Vec<Option<f32>>>, String> = std::iter::once(None)
+                .chain((0..profile.themes.len()).map(Some))
+                .map(|t| super::procedure::score(&model, &info, &paths, t, &cfg, |_, _| {}))
+                .collect();
+            match all {
                 Ok(s) => {
                     let mut scores = Vec::new();
                     let mut missing = Vec::new();
-                    for ((id, _), v) in chunk.iter().zip(s) {
-                        match v {
-                            Some(keep) => scores.push(PhotoTaste { id: *id, keep, themes: Vec::new(), tags: Vec::new() }),
+                    for (k, (id, _)) in chunk.iter().enumerate() {
+                        match s[0][k] {
+                            Some(keep) => {
+                                let themes = s[1..].iter().map(|v| v[k].unwrap_or(f32::NAN)).collect();
+                                scores.push(PhotoTaste { id: *id, keep, themes, tags: Vec::new() })
+                            }
                             None => missing.push(*id),
                         }
                     }

@@ -147,11 +147,14 @@ pub fn load_model_from(meta: &CheckpointMeta, tensors: &HashMap<String, Tensor>,
 }
 
 /// Test-time predictions of `model` for photos without targets (e.g. an album to re-score), in
-/// order; `None` where a photo could not be read (named in the report). `progress(done, total)`
-/// is called as photos finish (feature extraction on the small-data path; at the end on pixels).
+/// order; `None` where a photo could not be read (named in the report). `theme`: THEME-EMD's
+/// theme input (an index into the model's themes; `None`: unknown, the all-zero one-hot).
+/// `progress(done, total)` is called as photos finish (feature extraction on the small-data
+/// path; at the end on pixels).
 pub fn predict_photos(
     model: &LoadedModel,
     paths: &[PathBuf],
+    theme: Option<usize>,
     cfg: &EvalConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Vec<Option<Prediction>>, SkipReport)> {
@@ -165,8 +168,10 @@ pub fn predict_photos(
         let mut it = small_data::predict(&model.sys, &have, &fit)?.into_iter();
         Ok((feats.iter().map(|f| f.as_ref().and_then(|_| it.next())).collect(), skipped))
     } else {
-        let samples: Vec<Sample> =
-            paths.iter().map(|p| Sample { path: p.clone(), key: p.to_string_lossy().into_owned(), target: Target::default() }).collect();
+        let samples: Vec<Sample> = paths
+            .iter()
+            .map(|p| Sample { path: p.clone(), key: p.to_string_lossy().into_owned(), target: Target { theme, ..Target::default() } })
+            .collect();
         let out = predict_pixels(&model.sys, &samples, cfg.threads, cfg.batch, cfg.seed)?;
         progress(paths.len(), paths.len());
         Ok(out)
