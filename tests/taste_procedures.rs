@@ -107,6 +107,7 @@ fn a_csv_with_a_missing_and_a_corrupt_image_trains_names_both_and_round_trips() 
     assert_eq!(info.skipped, out.skipped, "the profile keeps the report");
     assert_eq!(info.n_train + info.n_val, 12, "12 rows, split before the images are read");
     assert!(info.metrics.contains_key("val_accuracy"), "validation metrics of the best checkpoint: {:?}", info.metrics);
+    eprintln!("procedure profile file: {} bytes", std::fs::metadata(store.path_of(&out.file)).unwrap().len());
     // Nothing else left in the store: the profile file only (the run folder is gone).
     assert_eq!(entries(store.dir()), vec![out.file.clone()]);
 
