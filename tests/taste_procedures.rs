@@ -95,7 +95,10 @@ fn a_csv_with_a_missing_and_a_corrupt_image_trains_names_both_and_round_trips() 
     let out = procedure::run(&r, &store, &AtomicBool::new(false), &AtomicBool::new(false), &mut |p| reports.push(p))
         .unwrap_or_else(|e| panic!("the run failed: {e}"));
     assert!(reports.iter().any(|p| p.end_of_epoch), "epoch reports");
-    assert!(reports.iter().all(|p| p.step_loss.is_finite()), "finite losses");
+    assert!(reports.iter().filter(|p| !p.preparing).all(|p| p.step_loss.is_finite()), "finite losses");
+    let prep: Vec<u64> = reports.iter().filter(|p| p.preparing).map(|p| p.epoch).collect();
+    assert_eq!(prep, vec![0, 4, 8, 12], "feature progress, four photos at a time, before training");
+    assert!(reports.iter().position(|p| !p.preparing).unwrap() == prep.len(), "features first");
     // Both bad images are named, with a reason each; training went on without them.
     assert_eq!(out.skipped.len(), 2, "{:?}", out.skipped);
     assert!(out.skipped.iter().any(|s| s.contains("broken.jpg")), "{:?}", out.skipped);
@@ -181,13 +184,20 @@ fn a_cancelled_service_run_leaves_no_profile_and_a_restart_finishes() {
     // A long run: progress arrives, then cancel stops it with nothing saved.
     let long = request("Long", LabelledSet::Csv(csv.clone()), TaskChoice::Binary, 100_000, &cache);
     assert!(taste.submit(TasteJob::Procedure(Box::new(long))).is_ok());
-    let mut steps = 0;
+    let (mut steps, mut preparing) = (0, 0);
     wait("three steps", &mut |e| {
         if let TasteEvent::ProcedureProgress(p) = e {
-            steps += !p.end_of_epoch as usize;
+            if p.preparing {
+                assert_eq!(steps, 0, "the features come before the first step");
+                preparing += 1;
+            } else {
+                steps += !p.end_of_epoch as usize;
+            }
         }
         steps >= 3
     });
+    // 12 photos, four at a time: a report before, and after each four.
+    assert_eq!(preparing, 4, "feature progress reports");
     // Pause holds it between steps (a paused report, then no step), resume lets it go on.
     taste.pause(true);
     wait("the paused report", &mut |e| matches!(e, TasteEvent::ProcedureProgress(p) if p.paused));

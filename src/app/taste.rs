@@ -473,7 +473,7 @@ impl RunView {
     }
 
     pub fn push_proc(&mut self, p: &ProcedureProgress) {
-        if !p.paused {
+        if !p.paused && !p.preparing {
             if p.end_of_epoch {
                 if let Some((name, v)) = &p.metric {
                     self.validation.push([p.step as f64, *v]);
@@ -1001,6 +1001,15 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
     });
     if let Some(run) = &t.running {
         match &run.proc_last {
+            Some(p) if p.preparing => {
+                let eta = p.eta_s.map_or("—".to_string(), |s| super::panels::fmt_duration(std::time::Duration::from_secs_f64(s)));
+                let paused = if p.paused { " · paused" } else { "" };
+                ui.add(
+                    egui::ProgressBar::new(p.epoch as f32 / p.epochs.max(1) as f32)
+                        .text(format!("computing the backbone's features: {}/{} photos · about {eta} left{paused}", p.epoch, p.epochs)),
+                )
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Training progress"));
+            }
             Some(p) => {
                 let frac = (p.stage_index as f32 + p.epoch as f32 / p.epochs.max(1) as f32) / p.stages.max(1) as f32;
                 let eta = p.eta_s.map_or("—".to_string(), |s| super::panels::fmt_duration(std::time::Duration::from_secs_f64(s)));
@@ -1019,7 +1028,7 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
                 .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Training progress"));
             }
             None => {
-                ui.label(RichText::new("Reading the set and computing the backbone's features…").color(style::MUTED));
+                ui.label(RichText::new("Reading the set…").color(style::MUTED));
             }
         }
     }

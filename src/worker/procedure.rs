@@ -10,8 +10,10 @@
 //! - The run goes into a hidden folder in the store (`.runs/run-<time>`), which is removed when the
 //!   run ends (finished, cancelled or failed): a cancelled run leaves no profile and no folder. A
 //!   folder left by a crash is never listed (the store lists only profile files).
-//! - Pause holds the run between optimiser steps; cancel stops it at the next step (the feature
-//!   extraction before the first step is not interrupted).
+//! - Before training, the small-data variant's backbone features are computed into the feature
+//!   cache a few photos at a time ([`ProcedureProgress::preparing`] reports, with an ETA), so pause
+//!   and cancel work there too; training then reads them from the cache.
+//! - Pause holds the run between optimiser steps; cancel stops it at the next step.
 //! - Images of a CSV / AVA set that cannot be read are skipped by the procedure's check, named in
 //!   the result (and kept in the profile's metadata), and training goes on.
 //!
@@ -155,6 +157,8 @@ pub struct ProcedureProgress {
     /// Seconds left in this stage.
     pub eta_s: Option<f64>,
     pub paused: bool,
+    /// Computing the backbone's features before training: photos done (`epoch`) of `epochs`.
+    pub preparing: bool,
 }
 
 /// A finished run.
@@ -265,6 +269,12 @@ pub fn run(
     let dir = store.dir().join(".runs").join(format!("run-{nanos:x}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: cannot create the run folder: {e}", dir.display())))?;
     let _cleanup = RunFolder(dir.clone());
+    let id = cfg.system.or_else(|| r.procedure.systems().first().copied());
+    let needs_pixels = matches!(r.procedure, Procedure::Rdcnn | Procedure::ThemeEmd) || id == Some(SystemId::DmaImgFu);
+    if let (true, false, Some(cache)) = (r.small_data, needs_pixels, &r.feature_cache) {
+        let paths: Vec<PathBuf> = ds.samples.iter().map(|s| s.path.clone()).collect();
+        warm_features(&paths, r, cache, cancel, pause, report)?;
+    }
 
     let mut steps = 0u64;
     let mut progress = |p: &Progress| {
@@ -282,6 +292,7 @@ pub fn run(
             end_of_epoch: p.event == ProgressEvent::EpochEnd,
             eta_s: p.eta_s,
             paused: false,
+            preparing: false,
         };
         if p.event == ProgressEvent::StageEnd {
             return;
@@ -370,6 +381,74 @@ pub fn run(
         without_target: summary.without_target + without,
         notes,
     })
+}
+
+/// Holds the calling thread while `pause` is set (reporting `out` once as paused); `Err` when
+/// `cancel` is set.
+fn hold(
+    cancel: &AtomicBool,
+    pause: &AtomicBool,
+    out: &ProcedureProgress,
+    report: &mut dyn FnMut(ProcedureProgress),
+) -> Result<(), RunError> {
+    let mut said = false;
+    while pause.load(Ordering::SeqCst) && !cancel.load(Ordering::SeqCst) {
+        if !said {
+            report(ProcedureProgress { paused: true, ..out.clone() });
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    if cancel.load(Ordering::SeqCst) { Err(RunError::Cancelled) } else { Ok(()) }
+}
+
+/// Computes the frozen Lite0's features of `paths` into `cache` (as training would), four photos
+/// at a time with a progress report after each; honours pause and cancel between them. Photos
+/// that cannot be read are left to the training's check, which names them.
+fn warm_features(
+    paths: &[PathBuf],
+    r: &ProcedureRequest,
+    cache: &Path,
+    cancel: &AtomicBool,
+    pause: &AtomicBool,
+    report: &mut dyn FnMut(ProcedureProgress),
+) -> Result<(), RunError> {
+    use crate::model::weights;
+    let total = paths.len();
+    let mut out = ProcedureProgress {
+        stage: "features".into(),
+        stage_index: 0,
+        stages: 1,
+        epoch: 0,
+        epochs: total,
+        step: 0,
+        step_loss: f64::NAN,
+        epoch_loss: f64::NAN,
+        metric: None,
+        end_of_epoch: false,
+        eta_s: None,
+        paused: false,
+        preparing: true,
+    };
+    hold(cancel, pause, &out, report)?;
+    let bytes = weights::read_verified(WeightsFile::EfficientNetLite0, &r.lite0).map_err(failed)?;
+    let sha = weights::sha256_hex(&bytes);
+    let net = crate::model::imagenet::load_lite0(&r.lite0, candle_core::DType::F32, &candle_core::Device::Cpu)
+        .map_err(failed)?
+        .fold(candle_core::DType::F32)
+        .map_err(failed)?;
+    let started = Instant::now();
+    let mut done = 0;
+    report(out.clone());
+    for chunk in paths.chunks(4) {
+        hold(cancel, pause, &out, report)?;
+        crate::train::features::extract(chunk, &r.feature_plan, &net, &sha, Some(cache), |_, _| {}).map_err(failed)?;
+        done += chunk.len();
+        out.epoch = done as u64;
+        out.eta_s = Some(started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64);
+        report(out.clone());
+    }
+    Ok(())
 }
 
 /// The model of a procedure profile (`origin` names its file in errors).
