@@ -808,7 +808,8 @@ fn profiles(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
 /// A hyperparameter row: the control (its name inside it, as its accessible label too) and a short
 /// explanation beside it.
 fn hyper(ui: &mut Ui, name: &str, help: &str, add: impl FnOnce(&mut Ui) -> egui::Response) {
-    let r = add(ui);
+    // A stable id per control, so focus never lands on it when the panel's layout changes.
+    let r = ui.push_id(("proc_hp", name), add).inner;
     r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::SpinButton, true, name));
     ui.add(egui::Label::new(RichText::new(help).small().color(style::MUTED)).wrap());
     ui.end_row();
@@ -1073,7 +1074,7 @@ fn proc_report(ui: &mut Ui, r: &ProcResult) {
         egui::Grid::new("proc_metrics").num_columns(2).striped(true).show(ui, |ui| {
             for (k, v) in &i.metrics {
                 ui.label(k);
-                ui.label(if k == "n" { format!("{}", *v as usize) } else { format!("{v:.3}") });
+                ui.label(if k == "n" || k.ends_with("_n") { format!("{}", *v as usize) } else { format!("{v:.3}") });
                 ui.end_row();
             }
         });
