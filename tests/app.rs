@@ -591,3 +591,108 @@ fn taste_panel_trains_checks_saves_and_switches_a_profile() {
     // The info panel says which profile the score came from.
     h.get_by_label(&format!("from taste profile “{}”", result.name));
 }
+
+/// The photos of the sample keeps and rejects in the album copy as a labelled CSV (`path,label`).
+fn labelled_csv(a: &Album) -> PathBuf {
+    let (keep, reject) = (keepers::app::screenshot::SAMPLE_KEEPS, keepers::app::screenshot::SAMPLE_REJECTS);
+    let mut rows = vec!["path,label".to_string()];
+    for (names, label) in [(&keep, 1), (&reject, 0)] {
+        for n in names.iter() {
+            rows.push(format!("{},{label}", photo_path(a, n).display()));
+        }
+    }
+    let csv = a.data.join("my-labels.csv");
+    std::fs::write(&csv, rows.join("\n") + "\n").unwrap();
+    csv
+}
+
+fn set_procedure_epochs(h: &mut Harness<'_, KeepersApp>, epochs: usize) {
+    use keepers::app::taste::TasteCommand;
+    let mut prefs = h.state().settings.taste.clone();
+    prefs.proc.epochs = epochs;
+    h.state_mut().apply(vec![keepers::app::commands::Command::Taste(TasteCommand::SetPrefs(prefs))]);
+}
+
+fn profile_only_files(a: &Album) -> Vec<String> {
+    profile_files(a).into_iter().filter(|f| f.ends_with(".keepers-taste")).collect()
+}
+
+#[test]
+fn advanced_mode_trains_a_paper_procedure_on_a_csv_and_scores_the_album_with_it() {
+    let a = sample_album();
+    let csv = labelled_csv(&a);
+    let mut h = harness(&a, true, (1400.0, 1000.0));
+    wait_for(&mut h, "the album to be scored", scored);
+    h.get_by_label("Taste").click();
+    h.run_steps(3);
+    h.get_by_label("Advanced: paper procedure").click();
+    h.run_steps(3);
+    assert!(h.state().settings.taste.advanced, "the advanced mode is on");
+
+    // The labelled set: a CSV file, its path typed in.
+    h.get_by_label("Labelled set").click();
+    h.run_steps(2);
+    h.get_by_label("A CSV file").click();
+    h.run_steps(2);
+    h.get_by_label("CSV file").focus();
+    h.run_steps(1);
+    h.get_by_label("CSV file").type_text(&csv.display().to_string());
+    h.run_steps(2);
+    assert_eq!(h.state().settings.taste.proc.csv, csv.display().to_string());
+    wait_for(&mut h, "the set to be read", |app| app.taste_ui.set_summary.as_ref().is_some_and(|(_, _, s)| s.is_ok()));
+    h.get_by_label("10 photos · 10 keep vs reject");
+
+    // The procedure: MP-avg instead of the default MP-ada, its one system shown.
+    assert_eq!(h.state().settings.taste.proc.procedure, keepers::train::procedures::Procedure::MpAda);
+    h.get_by_label("Procedure").click();
+    h.run_steps(2);
+    h.get_by_label("mp-avg — multi-patch, mean objective (paper 001)").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings.taste.proc.procedure, keepers::train::procedures::Procedure::MpAvg);
+    assert_eq!(h.state().settings.taste.proc.system_id(), Some(keepers::model::systems::SystemId::MpAvg));
+    h.get_by_label("Epochs");
+    h.get_by_label("Learning rate");
+    h.get_by_label("Batch size");
+    h.get_by_label("Seed");
+
+    // A long run: progress and the loss curve arrive, cancel stops it and saves nothing.
+    set_procedure_epochs(&mut h, 100_000);
+    h.run_steps(2);
+    h.get_by_label("Start training").click();
+    wait_for(&mut h, "the first loss points", |app| taste_run(app).is_some_and(|r| r.loss.len() >= 3));
+    h.get_by_label("Training progress");
+    h.get_by_label("Cancel training").click();
+    wait_for(&mut h, "the run to stop", |app| taste_run(app).is_none());
+    h.get_by_label("Training cancelled; nothing was saved.");
+    assert!(profile_only_files(&a).is_empty(), "a cancelled run saved {:?}", profile_files(&a));
+
+    // Restart short: it finishes, with validation points, and the profile is listed.
+    set_procedure_epochs(&mut h, 4);
+    h.run_steps(2);
+    h.get_by_label("Start training").click();
+    wait_for(&mut h, "the run to finish", |app| app.taste_ui.proc_result.is_some());
+    let result = h.state().taste_ui.proc_result.clone().unwrap();
+    assert_eq!((result.info.procedure.as_str(), result.info.system.as_str()), ("mp-avg", "MP-avg"));
+    assert!(result.skipped.is_empty(), "{:?}", result.skipped);
+    assert!(!h.state().taste_ui.curves.as_ref().unwrap().validation.is_empty(), "a validation curve");
+    assert_eq!(profile_only_files(&a).len(), 1, "{:?}", profile_files(&a));
+    h.get_by_label(&format!("Saved as “{}”", result.name));
+
+    // Switch to it: the album is re-scored from pixels, every photo's grid score is the profile's.
+    let quality: Vec<Option<f32>> = h.state().state().unwrap().photos.iter().map(|p| p.score()).collect();
+    h.get_by_label(&format!("Use “{}”", result.name)).click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings.taste_profile.as_deref(), Some(result.file.as_str()));
+    wait_for(&mut h, "procedure scores for every photo", |app| app.state().unwrap().photos.iter().all(|p| p.taste.is_some()));
+    let st = h.state().state().unwrap();
+    let mut changed = 0;
+    for (p, q) in st.photos.iter().zip(&quality) {
+        let t = p.taste.unwrap();
+        assert!((0.0..=1.0).contains(&t), "{}: {t}", p.name);
+        assert_eq!(p.score(), Some(t * 100.0), "{}: the grid shows the profile's score", p.name);
+        changed += (p.score() != *q) as usize;
+    }
+    assert!(changed >= 14, "scores changed for {changed} of 16 photos");
+    // The info panel says which profile the score came from.
+    h.get_by_label(&format!("from taste profile “{}”", result.name));
+}

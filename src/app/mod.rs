@@ -164,6 +164,8 @@ pub struct Session {
     to_score: Vec<ScoreRequest>,
     /// Photos to score with the active taste profile.
     to_taste: Vec<i64>,
+    /// Photos already sent for pixel scoring under the active procedure profile.
+    pixel_sent: std::collections::HashSet<i64>,
 }
 
 /// Frame-time benchmark (scripts/bench_ui.sh): with `KEEPERS_BENCH_FRAMES=FILE` the app repaints
@@ -225,6 +227,10 @@ enum BackgroundNote {
     /// Export the profile in this file to this path.
     ExportProfile(String, PathBuf),
     ImportProfile(PathBuf),
+    /// The advanced mode's CSV file or AVA folder, chosen in the dialog.
+    PickedSet(taste::SetKind, PathBuf),
+    /// What a CSV / AVA set holds (read off the UI thread).
+    SetSummary(taste::SetKind, String, Result<taste::SetSummary, String>),
 }
 
 impl KeepersApp {
@@ -324,6 +330,7 @@ impl KeepersApp {
                     refresh: true,
                     to_score: Vec::new(),
                     to_taste: Vec::new(),
+                    pixel_sent: Default::default(),
                 });
                 self.settings.remember(&root);
                 self.save_settings();
@@ -383,6 +390,19 @@ impl KeepersApp {
                             Err(e) => self.error(format!("Profile export failed: {e}")),
                         }
                     }
+                }
+                BackgroundNote::PickedSet(kind, path) => {
+                    let mut prefs = self.settings.taste.clone();
+                    match kind {
+                        taste::SetKind::Csv => prefs.proc.csv = path.display().to_string(),
+                        _ => prefs.proc.ava = path.display().to_string(),
+                    }
+                    prefs.proc.set = kind;
+                    self.apply_taste(taste::TasteCommand::SetPrefs(prefs));
+                }
+                BackgroundNote::SetSummary(kind, path, summary) => {
+                    self.taste_ui.inspecting = None;
+                    self.taste_ui.set_summary = Some((kind, path, summary));
                 }
                 BackgroundNote::ImportProfile(src) => {
                     if let Some(store) = &self.store {
@@ -568,10 +588,61 @@ impl KeepersApp {
                         self.taste_ui.curves = self.taste_ui.running.take();
                         self.taste_ui.status = Some("Training cancelled; nothing was saved.".into());
                     }
+                    TasteEvent::ProcedureProgress(p) => {
+                        if let Some(run) = self.taste_ui.running.as_mut() {
+                            run.push_proc(&p);
+                        }
+                    }
+                    TasteEvent::ProcedureTrained(o) => {
+                        self.taste_ui.curves = self.taste_ui.running.take();
+                        self.taste_ui.status = None;
+                        self.taste_ui.profiles.retain(|s| s.file != o.file);
+                        self.taste_ui.profiles.push(Stored { file: o.file.clone(), profile: o.profile.clone() });
+                        if let Some(c) = &o.profile.procedure {
+                            self.taste_ui.proc_result = Some(taste::ProcResult {
+                                file: o.file.clone(),
+                                name: o.profile.name.clone(),
+                                info: c.info.clone(),
+                                skipped: o.skipped.clone(),
+                                without_target: o.without_target,
+                                notes: o.notes.clone(),
+                            });
+                        }
+                    }
+                    TasteEvent::ScoreProgress { file, done, total } => {
+                        if let Some(a) = self.active_profile.as_ref().filter(|a| a.file == file) {
+                            self.taste_ui.rescoring = (done < total).then(|| (a.profile.name.clone(), done, total));
+                        }
+                    }
                 }
             }
-            if self.active_profile.is_some() && !session.to_taste.is_empty() {
-                let a = self.active_profile.as_ref().expect("checked");
+            if let Some(a) = self.active_profile.as_ref().filter(|a| a.profile.procedure.is_some())
+                && !session.to_taste.is_empty()
+            {
+                // A procedure profile scores from pixels: every photo once, whether or not the quality model has.
+                let ids = std::mem::take(&mut session.to_taste);
+                let photos: Vec<(i64, PathBuf)> = ids
+                    .into_iter()
+                    .filter(|id| !session.pixel_sent.contains(id))
+                    .filter_map(|id| session.state.index_of(id).map(|i| (id, session.state.photos[i].path.clone())))
+                    .collect();
+                if !photos.is_empty() {
+                    let sent: Vec<i64> = photos.iter().map(|(id, _)| *id).collect();
+                    let job = TasteJob::ScorePhotos {
+                        file: a.file.clone(),
+                        profile: a.profile.clone(),
+                        photos,
+                        lite0: crate::model::weights::WeightsFile::EfficientNetLite0.path(),
+                        feature_cache: Some(self.opts.thumb_dir.with_file_name("features")),
+                    };
+                    match t.submit(job) {
+                        Ok(()) => session.pixel_sent.extend(sent),
+                        Err(_) => session.to_taste = sent,
+                    }
+                }
+            } else if let Some(a) = self.active_profile.as_ref()
+                && !session.to_taste.is_empty()
+            {
                 let ids = std::mem::take(&mut session.to_taste);
                 // A full queue gives the job back: it goes again next frame.
                 if let Err(TasteJob::Score { ids, .. }) =
@@ -798,15 +869,19 @@ impl KeepersApp {
         }
         self.active_profile = profile;
         self.ui.theme = None;
+        self.taste_ui.rescoring = None;
         if let Some(s) = self.session.as_mut() {
             s.to_taste.clear();
+            s.pixel_sent.clear();
             for p in &mut s.state.photos {
                 p.taste = None;
                 p.taste_by_theme.clear();
                 p.taste_tags.clear();
             }
-            if self.active_profile.is_some() {
-                s.to_taste = s.state.photos.iter().filter(|p| matches!(p.scores, ScoreState::Ready(_))).map(|p| p.id).collect();
+            match &self.active_profile {
+                Some(a) if a.profile.procedure.is_some() => s.to_taste = s.state.photos.iter().map(|p| p.id).collect(),
+                Some(_) => s.to_taste = s.state.photos.iter().filter(|p| matches!(p.scores, ScoreState::Ready(_))).map(|p| p.id).collect(),
+                None => {}
             }
             s.refresh = true;
             s.regroup = true;
@@ -899,11 +974,102 @@ impl KeepersApp {
                     }
                 });
             }
+            T::StartProcedure => self.start_procedure(),
+            T::ChooseCsv | T::ChooseAva => {
+                let tx = self.background.0.clone();
+                let ctx = self.ctx.clone();
+                let csv = matches!(c, T::ChooseCsv);
+                std::thread::spawn(move || {
+                    let picked = if csv {
+                        rfd::FileDialog::new().set_title("Choose a labelled CSV").add_filter("CSV", &["csv"]).pick_file()
+                    } else {
+                        rfd::FileDialog::new().set_title("Choose an AVA folder (AVA.txt, images/)").pick_folder()
+                    };
+                    if let Some(p) = picked {
+                        let kind = if csv { taste::SetKind::Csv } else { taste::SetKind::Ava };
+                        let _ = tx.send(BackgroundNote::PickedSet(kind, p));
+                        ctx.request_repaint();
+                    }
+                });
+            }
+            T::Inspect(kind, path) => {
+                if self.taste_ui.inspecting.as_ref() == Some(&(kind, path.clone())) {
+                    return;
+                }
+                self.taste_ui.inspecting = Some((kind, path.clone()));
+                let tx = self.background.0.clone();
+                let ctx = self.ctx.clone();
+                std::thread::spawn(move || {
+                    let set = match kind {
+                        taste::SetKind::Csv => crate::worker::procedure::LabelledSet::Csv(path.clone().into()),
+                        _ => crate::worker::procedure::LabelledSet::Ava(path.clone().into()),
+                    };
+                    let summary = set.load().map(|ds| taste::SetSummary::of(&ds)).map_err(|e| e.to_string());
+                    let _ = tx.send(BackgroundNote::SetSummary(kind, path, summary));
+                    ctx.request_repaint();
+                });
+            }
             T::SuggestLabels => self.suggest_labels(),
             T::ShowAll => self.with_state(|s| {
                 s.only = None;
                 s.refresh();
             }),
+        }
+    }
+
+    /// Sends the advanced mode's procedure run to the taste service.
+    fn start_procedure(&mut self) {
+        use crate::worker::procedure::{LabelledSet, ProcedureRequest};
+        let Some(t) = &self.taste else { return };
+        let pp = self.settings.taste.proc.clone();
+        let set = match pp.set {
+            taste::SetKind::Album => match self.state() {
+                Some(st) => LabelledSet::Album(taste::album_dataset(st, pp.themes)),
+                None => {
+                    self.taste_ui.status = Some("Open an album first, or choose a CSV file or an AVA folder.".into());
+                    return;
+                }
+            },
+            kind => {
+                let path = pp.set_path().unwrap_or_default();
+                let ok = if kind == taste::SetKind::Csv { path.is_file() } else { path.join("AVA.txt").is_file() };
+                if !ok {
+                    self.taste_ui.status = Some(if kind == taste::SetKind::Csv {
+                        format!("{}: no such CSV file.", path.display())
+                    } else {
+                        format!("{}: no AVA.txt in this folder.", path.display())
+                    });
+                    return;
+                }
+                if kind == taste::SetKind::Csv { LabelledSet::Csv(path) } else { LabelledSet::Ava(path) }
+            }
+        };
+        let name = if self.taste_ui.name.trim().is_empty() { "Taste".to_string() } else { self.taste_ui.name.trim().to_string() };
+        let req = ProcedureRequest {
+            name,
+            set,
+            task: pp.task,
+            procedure: pp.procedure,
+            system: pp.system_id(),
+            small_data: pp.small_data,
+            epochs: pp.epochs.max(1),
+            lr: pp.lr,
+            batch: pp.batch.max(1),
+            seed: pp.seed,
+            val_fraction: pp.holdout,
+            feature_plan: crate::train::features::FeaturePlan { native: pp.native.max(1), arp: pp.arp.max(1), seed: pp.seed },
+            patches: pp.patches.max(1),
+            test_views: 3,
+            lite0: crate::model::weights::WeightsFile::EfficientNetLite0.path(),
+            feature_cache: Some(self.opts.thumb_dir.with_file_name("features")),
+        };
+        match t.submit(TasteJob::Procedure(Box::new(req))) {
+            Ok(()) => {
+                self.taste_ui.running = Some(taste::RunView::default());
+                self.taste_ui.status = None;
+                self.taste_ui.proc_result = None;
+            }
+            Err(_) => self.taste_ui.status = Some("The taste service is busy; try again in a moment.".into()),
         }
     }
 

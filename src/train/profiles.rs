@@ -9,6 +9,10 @@
 //!   profiles are listed. Temporary files of an interrupted save (`.*.tmp`) are never listed.
 //! - Import validates the file first (a corrupt file is refused with the reason), then copies it
 //!   in under a name not yet taken ("Name (2)"). Export writes the profile's file as it is.
+//! - Both kinds of profile live here and are handled alike: the quick grid-head profiles and the
+//!   procedure profiles of the taste panel's advanced mode (a paper procedure's checkpoint in the
+//!   file, [`super::taste::ProcedureCheckpoint`]). A procedure run's working folder (`.runs/`) is
+//!   hidden and never listed.
 //!
 //! Touches: only its own folder, and the file a user exports to or imports from.
 

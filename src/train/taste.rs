@@ -40,6 +40,15 @@
 //! metadata holds `format` = [`FORMAT`] and `profile` = the JSON of [`ProfileMeta`]. It is
 //! written beside its destination and renamed into place, so a crash never leaves half a
 //! profile; a truncated or corrupt file loads as [`TasteError::Corrupt`], never a panic.
+//!
+//! **Procedure profiles** (the taste panel's "Advanced: paper procedure" mode): a profile may
+//! instead hold one of the papers' procedures' checkpoints ([`ProcedureCheckpoint`]: the run's
+//! `best` weights and its checkpoint metadata, trained by [`super::procedures`] on an album, a CSV
+//! or an AVA folder). Such a file has `format` = [`FORMAT_PROCEDURE`], the checkpoint's tensors
+//! under `ckpt.<variable>`, its `CheckpointMeta` JSON as `checkpoint` metadata and
+//! [`ProcedureInfo`] inside `profile`; it has no grid head (empty [`TasteWeights`]) and scores from
+//! pixels ([`super::procedures::load_model_from`]), never from the grid features. Files of
+//! [`FORMAT`] (every profile written before) load as before.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +62,8 @@ use super::optim::{AdamW, AdamWConfig, Optimizer as _, ParamGroup};
 
 /// The `format` metadata value of a profile file.
 pub const FORMAT: &str = "keepers-taste-v1";
+/// The `format` of a profile holding a paper procedure's checkpoint.
+pub const FORMAT_PROCEDURE: &str = "keepers-taste-v2";
 /// Paper 001's beta for MP-ada.
 pub const MP_ADA_BETA: f64 = 0.5;
 /// The column feature width (Lite0's pooled feature).
@@ -272,6 +283,75 @@ pub struct ProfileMeta {
     /// The user's style tags the profile learned (empty: none).
     #[serde(default)]
     pub tags: Vec<TagInfo>,
+    /// A procedure profile's description (absent in grid-head profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedure: Option<ProcedureInfo>,
+}
+
+/// How a procedure profile was trained (stored in its metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcedureInfo {
+    /// Procedure name (`mp-ada`, `arp-mpemd-avg`, ...) and system (`MP-ada`, `ARP-MPEMD`, ...).
+    pub procedure: String,
+    pub system: String,
+    pub task: super::procedures::Task,
+    /// The small-data variant (frozen ImageNet backbone).
+    pub small_data: bool,
+    /// Where the labels came from (the album, the CSV file, the AVA folder).
+    pub source: String,
+    /// Photos trained on and held out for validation.
+    pub n_train: usize,
+    pub n_val: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub seed: u64,
+    /// Validation metrics of the saved (best) checkpoint; empty without a validation set.
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// Quality task: the training scores' range, which maps a prediction onto 0..1 for display.
+    #[serde(default)]
+    pub score_range: Option<(f64, f64)>,
+    /// Images of the set that could not be read (left out), each `path: reason`.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+impl ProcedureInfo {
+    /// A prediction as a 0..1 display score (higher is better): the keep probability (binary),
+    /// the distribution's mean on its bins, the score within the training range (quality);
+    /// `None` for the styles task, which has no single score.
+    pub fn display_score(&self, p: &crate::model::heads::Prediction) -> Option<f32> {
+        use crate::model::heads::Prediction as P;
+        match p {
+            P::Binary { p_high } => Some(p_high.clamp(0.0, 1.0)),
+            P::Distribution { probs, mean, .. } => {
+                let k = probs.len().max(2) as f32;
+                Some(((mean - 1.0) / (k - 1.0)).clamp(0.0, 1.0))
+            }
+            P::Quality { score } => {
+                let (lo, hi) = self.score_range?;
+                (hi > lo).then(|| ((*score as f64 - lo) / (hi - lo)).clamp(0.0, 1.0) as f32)
+            }
+            P::Styles { .. } => None,
+        }
+    }
+}
+
+/// A paper procedure's trained checkpoint inside a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcedureCheckpoint {
+    pub info: ProcedureInfo,
+    /// The checkpoint's metadata as the procedure wrote it (`RUN/best.json`).
+    pub checkpoint: super::checkpoint::CheckpointMeta,
+    /// Its weights: name, shape, values (f32).
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl ProcedureCheckpoint {
+    /// The weights as tensors by variable name.
+    pub fn tensor_map(&self) -> candle_core::Result<HashMap<String, Tensor>> {
+        self.tensors.iter().map(|(n, s, v)| Ok((n.clone(), Tensor::from_slice(v, s.as_slice(), &Device::Cpu)?))).collect()
+    }
 }
 
 /// A trained taste profile.
@@ -289,6 +369,9 @@ pub struct TasteProfile {
     pub weights: TasteWeights,
     /// The user's style tags.
     pub tags: Vec<TagHead>,
+    /// A procedure profile's checkpoint (then `weights` is empty and the profile scores from
+    /// pixels).
+    pub procedure: Option<std::sync::Arc<ProcedureCheckpoint>>,
 }
 
 /// One labelled photo: its input features `(P, D)`, whether it was kept, and its theme (an index
@@ -542,6 +625,7 @@ pub fn train(
         themes: themes.to_vec(),
         weights,
         tags: Vec::new(),
+        procedure: None,
     })
 }
 
@@ -580,8 +664,8 @@ fn score_with(weights: &TasteWeights, procedure: Procedure, features: &Tensor, t
     };
     let logit = |x: &[f32]| -> f32 {
         let mut s = weights.b + offset;
-        for j in 0..d {
-            s += weights.w[j] * (x[j] - weights.mean[j]) / weights.scale[j];
+        for (j, xj) in x.iter().enumerate().take(d) {
+            s += weights.w[j] * (xj - weights.mean[j]) / weights.scale[j];
         }
         s
     };
@@ -613,7 +697,7 @@ fn serialize(tensors: &[(&str, Vec<usize>, &[f32])], metadata: &HashMap<String, 
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
     // The safetensors writer pads the header with spaces to a multiple of 8.
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + data.len());
@@ -637,6 +721,7 @@ impl TasteProfile {
     /// Probability that the person keeps the photo, from its input features `(P, 1280)`
     /// (`self.system.input`'s: the warp feature, the native patches or the ARP crops).
     pub fn score(&self, features: &Tensor) -> Result<f32, TasteError> {
+        self.grid_head()?;
         score_with(&self.weights, self.system.procedure, features, None)
     }
 
@@ -644,12 +729,26 @@ impl TasteProfile {
     /// profile has no such theme.
     pub fn score_as(&self, features: &Tensor, theme: &str) -> Option<Result<f32, TasteError>> {
         let t = self.themes.iter().position(|n| n == theme)?;
+        if let Err(e) = self.grid_head() {
+            return Some(Err(e));
+        }
         Some(score_with(&self.weights, self.system.procedure, features, Some(t)))
     }
 
     /// [`Self::score`] on a photo's cached features (picks the profile's input).
     pub fn score_photo(&self, f: &PhotoFeatures) -> Result<f32, TasteError> {
         self.score(self.system.input_of(f))
+    }
+
+    /// Errors for a procedure profile, which has no grid head (it scores from pixels).
+    fn grid_head(&self) -> Result<(), TasteError> {
+        match &self.procedure {
+            Some(c) => Err(TasteError::Input(format!(
+                "profile “{}” is a {} checkpoint: it scores photos from their pixels, not from the stored grid features",
+                self.name, c.info.procedure
+            ))),
+            None => Ok(()),
+        }
     }
 
     pub fn meta(&self) -> ProfileMeta {
@@ -663,6 +762,7 @@ impl TasteProfile {
             backbone_sha256: self.backbone_sha256.clone(),
             themes: self.themes.clone(),
             tags: self.tags.iter().map(|t| t.info.clone()).collect(),
+            procedure: self.procedure.as_ref().map(|c| c.info.clone()),
         }
     }
 
@@ -674,6 +774,38 @@ impl TasteProfile {
     /// Writes the profile to `path` (one file), atomically: a temporary file beside it,
     /// renamed into place.
     pub fn save(&self, path: &Path) -> Result<(), TasteError> {
+        let bytes = match &self.procedure {
+            Some(c) => self.procedure_bytes(c),
+            None => self.head_bytes(),
+        };
+        let io = |source| TasteError::Io { path: path.to_owned(), source };
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+
+    /// A procedure profile's file: the checkpoint's tensors under `ckpt.`, its metadata as JSON.
+    fn procedure_bytes(&self, c: &ProcedureCheckpoint) -> Vec<u8> {
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT_PROCEDURE.to_string()),
+            ("profile".to_string(), serde_json::to_string(&self.meta()).expect("profile metadata serialises")),
+            ("checkpoint".to_string(), serde_json::to_string(&c.checkpoint).expect("checkpoint metadata serialises")),
+        ]);
+        let names: Vec<String> = c.tensors.iter().map(|(n, _, _)| format!("ckpt.{n}")).collect();
+        let tensors: Vec<(&str, Vec<usize>, &[f32])> =
+            c.tensors.iter().zip(&names).map(|((_, shape, v), n)| (n.as_str(), shape.clone(), v.as_slice())).collect();
+        serialize(&tensors, &meta)
+    }
+
+    /// A grid-head profile's file ([`FORMAT`], unchanged).
+    fn head_bytes(&self) -> Vec<u8> {
         let d = self.weights.w.len();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
@@ -697,18 +829,7 @@ impl TasteProfile {
             tensors.push((&n[2], vec![d], &t.weights.w));
             tensors.push((&n[3], vec![1], std::slice::from_ref(&t.weights.b)));
         }
-        let bytes = serialize(&tensors, &meta);
-        let io = |source| TasteError::Io { path: path.to_owned(), source };
-        let tmp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        serialize(&tensors, &meta)
     }
 
     /// Reads a profile written by [`Self::save`]. A missing file is [`TasteError::Io`]; a
@@ -720,13 +841,17 @@ impl TasteProfile {
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let meta = read_metadata(bytes)?;
-        match meta.get("format") {
-            Some(f) if f == FORMAT => {}
-            other => return Err(format!("format {other:?}, expected {FORMAT:?}")),
-        }
+        let procedure = match meta.get("format") {
+            Some(f) if f == FORMAT => false,
+            Some(f) if f == FORMAT_PROCEDURE => true,
+            other => return Err(format!("format {other:?}, expected {FORMAT:?} or {FORMAT_PROCEDURE:?}")),
+        };
         let m: ProfileMeta =
             serde_json::from_str(meta.get("profile").ok_or("no profile metadata")?).map_err(|e| format!("profile metadata: {e}"))?;
         let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| format!("tensors: {e}"))?;
+        if procedure {
+            return Self::procedure_from(m, &meta, &tensors);
+        }
         let get = |k: &str, len: usize| -> Result<Vec<f32>, String> {
             let t = tensors.get(k).ok_or(format!("no tensor {k}"))?;
             if t.dtype() != DType::F32 || t.dims() != [len] {
@@ -769,6 +894,43 @@ impl TasteProfile {
             themes: m.themes,
             weights,
             tags,
+            procedure: None,
+        })
+    }
+
+    fn procedure_from(m: ProfileMeta, meta: &HashMap<String, String>, tensors: &HashMap<String, Tensor>) -> Result<Self, String> {
+        let info = m.procedure.clone().ok_or("a procedure profile without its procedure description")?;
+        let checkpoint: super::checkpoint::CheckpointMeta = serde_json::from_str(meta.get("checkpoint").ok_or("no checkpoint metadata")?)
+            .map_err(|e| format!("checkpoint metadata: {e}"))?;
+        let mut list = Vec::with_capacity(tensors.len());
+        for (k, t) in tensors {
+            let Some(name) = k.strip_prefix("ckpt.") else { return Err(format!("unexpected tensor {k}")) };
+            if t.dtype() != DType::F32 {
+                return Err(format!("tensor {k}: {:?}, expected F32", t.dtype()));
+            }
+            let v = t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map_err(|e| format!("tensor {k}: {e}"))?;
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("tensor {k} holds a non-finite value"));
+            }
+            list.push((name.to_string(), t.dims().to_vec(), v));
+        }
+        if list.is_empty() {
+            return Err("a procedure profile without weights".into());
+        }
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        let empty = TasteWeights { mean: Vec::new(), scale: Vec::new(), w: Vec::new(), b: 0.0, themes: Vec::new() };
+        Ok(Self {
+            name: m.name,
+            system: m.system,
+            created: m.created,
+            n_labels: m.n_labels,
+            metrics: m.metrics,
+            config: m.config,
+            backbone_sha256: m.backbone_sha256,
+            themes: m.themes,
+            weights: empty,
+            tags: Vec::new(),
+            procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint, tensors: list })),
         })
     }
 }

@@ -5,7 +5,8 @@
 //!   database. See its module docs.
 //! - [`queue`]: that service's priority queue.
 //! - [`taste`]: the taste service ([`taste::Taste`]): trains taste profiles from an album's decisions
-//!   and scores the album with the active one.
+//!   and scores the album with the active one; with [`procedure`], also the papers' procedures on an
+//!   album, a CSV or an AVA folder (the taste panel's advanced mode).
 //! - This file: the job worker `keepers classify` uses ([`Worker`], [`Job::Classify`]).
 //!
 //! Job worker: callers never block on a model: they submit a [`Job`] with a [`CancelToken`] and an
@@ -17,6 +18,7 @@
 //! Touches: reads photos and weights files; the scoring service also writes model outputs to the
 //! library database.
 
+pub mod procedure;
 pub mod queue;
 pub mod scoring;
 pub mod taste;

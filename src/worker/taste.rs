@@ -20,10 +20,17 @@
 //!   streamed in chunks tagged with the profile's file name, so the app drops scores of a profile
 //!   it has switched away from.
 //!
-//! Touches: reads the library database; writes only the profile store's folder.
+//! - Paper procedures ([`TasteJob::Procedure`], the panel's advanced mode): one of the papers'
+//!   procedures on an album, a CSV or an AVA folder ([`super::procedure`]), with the same pause and
+//!   cancel; progress as [`TasteEvent::ProcedureProgress`], the saved profile as
+//!   [`TasteEvent::ProcedureTrained`]. Such a profile scores from pixels ([`TasteJob::ScorePhotos`]),
+//!   streamed like [`TasteJob::Score`] with [`TasteEvent::ScoreProgress`] between chunks.
+//!
+//! Touches: reads the library database, the photos and the labelled sets it is given; writes only
+//! the profile store's folder and the feature cache it is given.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, channel, sync_channel};
@@ -70,6 +77,16 @@ pub struct TrainRequest {
 
 pub enum TasteJob {
     Train(TrainRequest),
+    /// A paper procedure's run, saved as a procedure profile.
+    Procedure(Box<super::procedure::ProcedureRequest>),
+    /// Scores of photos (id, path) under a procedure profile (stored as `file`), from pixels.
+    ScorePhotos {
+        file: String,
+        profile: Arc<TasteProfile>,
+        photos: Vec<(i64, PathBuf)>,
+        lite0: PathBuf,
+        feature_cache: Option<PathBuf>,
+    },
     /// Keep probabilities of `ids` under `profile` (stored as `file`).
     Score {
         file: String,
@@ -130,6 +147,16 @@ pub enum TasteEvent {
     TrainFailed(String),
     /// A run was cancelled (nothing saved).
     Cancelled,
+    /// A procedure run's progress.
+    ProcedureProgress(super::procedure::ProcedureProgress),
+    /// A procedure run finished and its profile was saved.
+    ProcedureTrained(super::procedure::ProcedureOutcome),
+    /// Photos scored so far in a pixel scoring job of the profile stored as `file`.
+    ScoreProgress {
+        file: String,
+        done: usize,
+        total: usize,
+    },
     /// Each photo's outputs under the profile stored as `file`.
     Scores {
         file: String,
@@ -169,7 +196,7 @@ impl Taste {
         let thread = std::thread::Builder::new()
             .name("keepers-taste".into())
             .spawn(move || {
-                let mut svc = Service { db_path, lib: None, store, flags: f, send: etx, wake };
+                let mut svc = Service { db_path, lib: None, store, flags: f, send: etx, wake, models: Default::default() };
                 while let Ok(job) = jrx.recv() {
                     if svc.flags.stop.load(Ordering::SeqCst) {
                         break;
@@ -177,6 +204,10 @@ impl Taste {
                     match job {
                         TasteJob::Train(r) => svc.train(r),
                         TasteJob::Score { file, profile, ids } => svc.score(file, &profile, &ids),
+                        TasteJob::Procedure(r) => svc.procedure(&r),
+                        TasteJob::ScorePhotos { file, profile, photos, lite0, feature_cache } => {
+                            svc.score_photos(file, &profile, &photos, &lite0, feature_cache)
+                        }
                     }
                 }
             })
@@ -186,8 +217,9 @@ impl Taste {
 
     /// Queues a job; gives it back when the queue is full or the service stopped (the caller may
     /// try again next frame).
+    #[allow(clippy::result_large_err)] // the job itself comes back, so the caller can send it again
     pub fn submit(&self, job: TasteJob) -> Result<(), TasteJob> {
-        if let TasteJob::Train(_) = job {
+        if let TasteJob::Train(_) | TasteJob::Procedure(_) = job {
             self.flags.cancel.store(false, Ordering::SeqCst);
             self.flags.pause.store(false, Ordering::SeqCst);
         }
@@ -235,11 +267,12 @@ struct Service {
     flags: Arc<Flags>,
     send: std::sync::mpsc::Sender<TasteEvent>,
     wake: Option<Wake>,
+    models: super::procedure::Models,
 }
 
 /// A photo's stored grid features `(n, 1280)`.
 fn grid_tensor(flat: Vec<f32>) -> Result<Tensor, String> {
-    if flat.is_empty() || flat.len() % FEATURE_DIM != 0 {
+    if flat.is_empty() || !flat.len().is_multiple_of(FEATURE_DIM) {
         return Err(format!("stored patch features have {} values, not a multiple of {FEATURE_DIM}", flat.len()));
     }
     let n = flat.len() / FEATURE_DIM;
@@ -342,7 +375,7 @@ impl Service {
             }
             // Every step for short runs; at most about 200 reports a phase for long ones.
             let every = (p.steps / 200).max(1);
-            if said_paused || p.step % every == 0 || p.step + 1 == p.steps || p.validation_auc.is_some() {
+            if said_paused || p.step.is_multiple_of(every) || p.step + 1 == p.steps || p.validation_auc.is_some() {
                 report.paused = false;
                 let _ = send.send(TasteEvent::Progress(report));
                 if let Some(w) = &wake {
@@ -460,6 +493,85 @@ impl Service {
             heads.push(TagHead { info, weights: fit.weights });
         }
         Ok(heads)
+    }
+
+    fn procedure(&mut self, r: &super::procedure::ProcedureRequest) {
+        use super::procedure::RunError;
+        let flags = self.flags.clone();
+        let send = self.send.clone();
+        let wake = self.wake.clone();
+        let mut report = |p: super::procedure::ProcedureProgress| {
+            let _ = send.send(TasteEvent::ProcedureProgress(p));
+            if let Some(w) = &wake {
+                w();
+            }
+        };
+        match super::procedure::run(r, &self.store, &flags.cancel, &flags.pause, &mut report) {
+            Ok(out) => self.emit(TasteEvent::ProcedureTrained(out)),
+            Err(RunError::Cancelled) => self.emit(TasteEvent::Cancelled),
+            Err(RunError::Failed(e)) => self.emit(TasteEvent::TrainFailed(e)),
+        }
+    }
+
+    /// Pixel-level scores of `photos` under a procedure profile, in chunks (progress between them).
+    fn score_photos(&mut self, file: String, profile: &TasteProfile, photos: &[(i64, PathBuf)], lite0: &Path, cache: Option<PathBuf>) {
+        let Some(info) = profile.procedure.as_ref().map(|c| c.info.clone()) else {
+            self.emit(TasteEvent::ScoreFailed { file, error: format!("profile “{}” holds no procedure checkpoint", profile.name) });
+            return;
+        };
+        let model = match self.models.get(&file, profile, lite0, &self.store.path_of(&file)) {
+            Ok(m) => m,
+            Err(error) => {
+                self.emit(TasteEvent::ScoreFailed { file, error });
+                return;
+            }
+        };
+        let cfg = crate::train::procedures::EvalConfig {
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            batch: 4,
+            seed: 0,
+            lite0: lite0.to_path_buf(),
+            feature_cache: cache,
+        };
+        let total = photos.len();
+        let mut done = 0;
+        self.emit(TasteEvent::ScoreProgress { file: file.clone(), done, total });
+        for chunk in photos.chunks(4) {
+            if self.flags.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
+            // The shared score (no theme), then one per theme of a THEME-EMD profile.
+            let all: Result<Vec<Vec<Option<f32>>>, String> = std::iter::once(None)
+                .chain((0..profile.themes.len()).map(Some))
+                .map(|t| super::procedure::score(&model, &info, &paths, t, &cfg, |_, _| {}))
+                .collect();
+            match all {
+                Ok(s) => {
+                    let mut scores = Vec::new();
+                    let mut missing = Vec::new();
+                    for (k, (id, _)) in chunk.iter().enumerate() {
+                        match s[0][k] {
+                            Some(keep) => {
+                                let themes = s[1..].iter().map(|v| v[k].unwrap_or(f32::NAN)).collect();
+                                scores.push(PhotoTaste { id: *id, keep, themes, tags: Vec::new() })
+                            }
+                            None => missing.push(*id),
+                        }
+                    }
+                    if !missing.is_empty() {
+                        self.emit(TasteEvent::ScoreMissing { file: file.clone(), ids: missing });
+                    }
+                    self.emit(TasteEvent::Scores { file: file.clone(), scores });
+                }
+                Err(error) => {
+                    self.emit(TasteEvent::ScoreFailed { file: file.clone(), error });
+                    return;
+                }
+            }
+            done += chunk.len();
+            self.emit(TasteEvent::ScoreProgress { file: file.clone(), done, total });
+        }
     }
 
     fn score(&mut self, file: String, profile: &TasteProfile, ids: &[i64]) {

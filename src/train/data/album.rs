@@ -8,6 +8,12 @@
 //! `label = 0`; stars 1..5 are the `score` (a picked or unflagged photo with stars has both or
 //! only the score). Photos with none of these ("0 stars", unflagged) have no decision: they are
 //! not samples, and the report lists them, as it lists sidecars that could not be read.
+//!
+//! **Stars as a score distribution** ([`with_star_histograms`], the distribution task): a photo's
+//! rating is one vote by one person, so its distribution over [`STAR_BINS`] bins (1..5 stars) puts
+//! all its mass on the rated bin, as one AVA vote would before its votes are counted and
+//! normalised. Its mean is the star rating and its spread 0; what a model learns from many such
+//! photos is where the person's ratings fall and how sure it can be of them.
 
 use std::path::{Path, PathBuf};
 
@@ -130,4 +136,70 @@ pub fn from_xmp(photos: &[PathBuf]) -> (Dataset, AlbumReport) {
 pub fn from_xmp_dir(dir: &Path) -> Result<(Dataset, AlbumReport), DataError> {
     let photos = crate::library::decode::list_images(dir).map_err(|source| DataError::Io { path: dir.to_owned(), source })?;
     Ok(from_xmp(&photos))
+}
+
+/// Bins of an album's star distribution (1..5 stars).
+pub const STAR_BINS: usize = 5;
+
+/// A star rating (1..5) as a [`STAR_BINS`]-bin distribution: all mass on the rated bin. `None`
+/// for 0 stars or a value out of range.
+pub fn star_histogram(stars: f64) -> Option<Vec<f64>> {
+    let s = stars.round();
+    if !(1.0..=STAR_BINS as f64).contains(&s) {
+        return None;
+    }
+    let mut h = vec![0.0; STAR_BINS];
+    h[s as usize - 1] = 1.0;
+    Some(h)
+}
+
+/// `ds` with each starred sample's distribution ([`star_histogram`]) and spread (0) set.
+pub fn with_star_histograms(ds: &Dataset) -> Dataset {
+    let mut out = ds.clone();
+    for s in &mut out.samples {
+        if let Some(h) = s.target.score.and_then(star_histogram) {
+            s.target.histogram = Some(h);
+            s.target.std = Some(0.0);
+        }
+    }
+    out
+}
+
+/// `ds` with style targets from the photos' keywords (the user's own tags, multi-label; e.g. XMP
+/// `dc:subject`): among the samples with keywords, each keyword that at least `min` of them have
+/// and `min` lack becomes a style (the `max` most frequent, ties by name); those samples get their
+/// flags, samples without keywords get none. Also returns a note per keyword left out.
+pub fn with_keyword_styles(
+    ds: &Dataset,
+    keywords: &std::collections::HashMap<PathBuf, Vec<String>>,
+    min: usize,
+    max: usize,
+) -> (Dataset, Vec<String>) {
+    let with: Vec<&Vec<String>> = ds.samples.iter().filter_map(|s| keywords.get(&s.path)).filter(|k| !k.is_empty()).collect();
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for k in &with {
+        let mut seen: Vec<&str> = k.iter().map(String::as_str).collect();
+        seen.sort();
+        seen.dedup();
+        for t in seen {
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    let n = with.len();
+    let mut eligible: Vec<(&str, usize)> = counts.iter().map(|(t, c)| (*t, *c)).filter(|&(_, c)| c >= min && n - c >= min).collect();
+    eligible.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    eligible.truncate(max);
+    let names: Vec<String> = eligible.iter().map(|(t, _)| t.to_string()).collect();
+    let notes: Vec<String> = counts
+        .iter()
+        .filter(|(t, _)| !names.iter().any(|n| n == *t))
+        .map(|(t, c)| format!("keyword {t:?} not learned: {c} of {n} photos with keywords have it (a tag needs {min} with it and {min} without; at most {max} tags)"))
+        .collect();
+    let mut out = ds.clone();
+    out.style_names = names.clone();
+    for s in &mut out.samples {
+        s.target.styles =
+            keywords.get(&s.path).filter(|k| !k.is_empty() && !names.is_empty()).map(|k| names.iter().map(|n| k.contains(n)).collect());
+    }
+    (out, notes)
 }

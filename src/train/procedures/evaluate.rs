@@ -5,11 +5,11 @@
 //! EMD r=1 and r=2, KL, JS, chi-square, cosine and Euclidean distance, SRCC/PLCC of the mean and
 //! of the std (distributions, papers 003 and 004); mAP (styles).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
 use super::stage::{RunExtra, extra_of};
@@ -118,6 +118,64 @@ pub fn load_model(checkpoint: &Path, lite0: &Path, test_views: Option<usize>) ->
         theme_names: extra.theme_names.clone(),
         meta,
     })
+}
+
+/// Rebuilds a model from a checkpoint's metadata and weights held elsewhere than a run folder
+/// (a taste profile's file, named by `origin` in errors). Every variable must be present and no
+/// other tensor.
+pub fn load_model_from(meta: &CheckpointMeta, tensors: &HashMap<String, Tensor>, lite0: &Path, origin: &Path) -> Result<LoadedModel> {
+    let extra: RunExtra = extra_of(meta)?;
+    let spec = extra.spec.clone();
+    let varmap = VarMap::new();
+    let sys = System::build(&spec.config()?, &varmap, DType::F32, &Device::Cpu, lite0, meta.seed)
+        .map_err(|e| ProcedureError::Other(format!("{e:#}")))?;
+    let unused = checkpoint::set_vars(origin, tensors, &named_vars(&varmap))?;
+    if !unused.is_empty() {
+        return Err(cfg_err(format!("{}: has tensors the model lacks: {}", origin.display(), unused.join(", "))));
+    }
+    Ok(LoadedModel {
+        sys,
+        varmap,
+        spec,
+        std: extra.std,
+        rules: extra.rules.clone(),
+        cached: extra.cached,
+        plan: extra.feature_plan(),
+        theme_names: extra.theme_names.clone(),
+        meta: meta.clone(),
+    })
+}
+
+/// Test-time predictions of `model` for photos without targets (e.g. an album to re-score), in
+/// order; `None` where a photo could not be read (named in the report). `theme`: THEME-EMD's
+/// theme input (an index into the model's themes; `None`: unknown, the all-zero one-hot).
+/// `progress(done, total)` is called as photos finish (feature extraction on the small-data
+/// path; at the end on pixels).
+pub fn predict_photos(
+    model: &LoadedModel,
+    paths: &[PathBuf],
+    theme: Option<usize>,
+    cfg: &EvalConfig,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Vec<Option<Prediction>>, SkipReport)> {
+    if model.cached {
+        let bytes = weights::read_verified(WeightsFile::EfficientNetLite0, &cfg.lite0).map_err(|e| ProcedureError::Other(e.to_string()))?;
+        let sha = weights::sha256_hex(&bytes);
+        let net = load_lite0(&cfg.lite0, DType::F32, &Device::Cpu).map_err(|e| ProcedureError::Other(e.to_string()))?.fold(DType::F32)?;
+        let (feats, skipped) = extract(paths, &model.plan, &net, &sha, cfg.feature_cache.as_deref(), &mut progress)?;
+        let fit = FitConfig { seed: cfg.seed, test_groups: model.spec.test_groups, ..Default::default() };
+        let have: Vec<&PhotoFeatures> = feats.iter().flatten().collect();
+        let mut it = small_data::predict(&model.sys, &have, &fit)?.into_iter();
+        Ok((feats.iter().map(|f| f.as_ref().and_then(|_| it.next())).collect(), skipped))
+    } else {
+        let samples: Vec<Sample> = paths
+            .iter()
+            .map(|p| Sample { path: p.clone(), key: p.to_string_lossy().into_owned(), target: Target { theme, ..Target::default() } })
+            .collect();
+        let out = predict_pixels(&model.sys, &samples, cfg.threads, cfg.batch, cfg.seed)?;
+        progress(paths.len(), paths.len());
+        Ok(out)
+    }
 }
 
 /// How [`evaluate`] runs.

@@ -47,7 +47,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-pub use evaluate::{EvalConfig, LoadedModel, evaluate, load_model, metrics_for, metrics_table};
+pub use evaluate::{EvalConfig, LoadedModel, evaluate, load_model, load_model_from, metrics_for, metrics_table, predict_photos};
 
 use crate::model::heads::HeadKind;
 use crate::model::systems::{ColumnKind, RoiKind, SystemConfig, SystemId};
@@ -741,10 +741,10 @@ pub(crate) fn plan(cfg: &TrainConfig, out: &Path, init: Option<&SystemSpec>, sty
     let spec_of = |id: SystemId, column: &ColumnKind, view: GlobalView, task: &Task| {
         let mut c = SystemConfig::new(id, column.clone(), task.head_kind());
         c.view = view;
-        if let Some(n) = cfg.patches {
-            if !matches!(id, SystemId::Scnn | SystemId::Dcnn | SystemId::RdcnnStyle | SystemId::RdcnnSemantic) {
-                c.patches = n;
-            }
+        if let Some(n) = cfg.patches
+            && !matches!(id, SystemId::Scnn | SystemId::Dcnn | SystemId::RdcnnStyle | SystemId::RdcnnSemantic)
+        {
+            c.patches = n;
         }
         c.test_groups = cfg.test_views.max(1);
         c.test_patches = cfg.test_patches.max(1);

@@ -166,10 +166,10 @@ pub(super) fn run(
         cfg.feature_plan = e.feature_plan();
     }
     let task = cfg.task.clone();
-    if let Task::Styles { tags } = &task {
-        if tags.is_empty() {
-            return Err(cfg_err("the styles task needs style names in the dataset"));
-        }
+    if let Task::Styles { tags } = &task
+        && tags.is_empty()
+    {
+        return Err(cfg_err("the styles task needs style names in the dataset"));
     }
     let rules = init.as_ref().map(|(_, e)| e.rules.clone()).unwrap_or_else(|| TargetRules::fit(train, &task));
     let (train_p, d1) = rules.prepare(train, &task);
@@ -406,7 +406,7 @@ fn run_stage(
                 eta_s: Some(started.elapsed().as_secs_f64() / done_here as f64 * left as f64),
             });
             let stop = st.last && cfg.max_steps.is_some_and(|m| meta.global_step >= m);
-            if stop || (cfg.checkpoint_every > 0 && meta.global_step % cfg.checkpoint_every == 0) {
+            if stop || (cfg.checkpoint_every > 0 && meta.global_step.is_multiple_of(cfg.checkpoint_every)) {
                 save(&mut meta, &extra, &sched, opt.as_ref())?;
             }
             if stop {
