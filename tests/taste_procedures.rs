@@ -137,6 +137,7 @@ fn a_csv_with_a_missing_and_a_corrupt_image_trains_names_both_and_round_trips() 
         candle_core::Tensor::zeros((4, keepers::train::taste::FEATURE_DIM), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let e = imported.score(&grid).unwrap_err().to_string();
     assert!(e.contains("from their pixels"), "{e}");
+    assert_eq!(imported.score_text(0.25), "25 % keep", "a keep / reject profile's score is a keep probability");
 
     // The imported profile scores from pixels: the readable photos get 0..1 scores, the broken one none.
     let model = procedure::load(&imported, &WeightsFile::EfficientNetLite0.path(), &other.path_of(&ifile)).unwrap();
@@ -279,6 +280,8 @@ fn album_stars_become_a_five_bin_distribution_and_arp_mpemd_learns_it() {
     let paths: Vec<PathBuf> = names.iter().take(3).map(|n| tmp.path().join(n)).collect();
     let s = procedure::score(&model, &c.info, &paths, None, &eval_cfg(&cache), |_, _| {}).unwrap();
     assert!(s.iter().all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))), "{s:?}");
+    // The app writes a distribution profile's score as the predicted mean star rating.
+    assert_eq!(out.profile.score_text(0.75), "mean 4.0 of 1–5");
 }
 
 #[test]

@@ -248,7 +248,7 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
             ui.label(RichText::new("Score").strong());
             match (&app.active_profile, p.taste) {
                 (Some(a), Some(t)) => {
-                    ui.add(egui::ProgressBar::new(t).text(format!("{:.0} % keep", t * 100.0)))
+                    ui.add(egui::ProgressBar::new(t).text(a.profile.score_text(t)))
                         .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Taste score"));
                     ui.label(RichText::new(format!("from taste profile “{}”", a.profile.name)).color(style::MUTED));
                 }
@@ -358,7 +358,8 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                         ui.label(RichText::new(format!("Score as {}: {NOT_TRAINED}", names[t])).color(style::MUTED));
                     }
                     (false, Some(v)) => {
-                        ui.add(egui::ProgressBar::new(*v).text(format!("{:.0} % keep as “{}”", v * 100.0, names[t])))
+                        let what = app.active_profile.as_ref().map_or_else(|| format!("{:.0} %", v * 100.0), |a| a.profile.score_text(*v));
+                        ui.add(egui::ProgressBar::new(*v).text(format!("{what} as “{}”", names[t])))
                             .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, "Theme score"));
                     }
                     (false, None) => {

@@ -718,6 +718,21 @@ fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
 }
 
 impl TasteProfile {
+    /// What a 0..1 display score of this profile means, as the app writes it: the keep
+    /// probability of a keep / reject profile (`73 % keep`), the predicted distribution's mean
+    /// on its bins (`mean 3.8 of 1–5`), or the position in the training scores' range.
+    pub fn score_text(&self, v: f32) -> String {
+        use super::procedures::Task;
+        match self.procedure.as_ref().map(|p| &p.info.task) {
+            Some(Task::Distribution { bins }) => {
+                let k = (*bins).max(2) as f32;
+                format!("mean {:.1} of 1–{}", 1.0 + v * (k - 1.0), *bins)
+            }
+            Some(Task::Quality) => format!("{:.0} % of the training score range", v * 100.0),
+            _ => format!("{:.0} % keep", v * 100.0),
+        }
+    }
+
     /// Probability that the person keeps the photo, from its input features `(P, 1280)`
     /// (`self.system.input`'s: the warp feature, the native patches or the ARP crops).
     pub fn score(&self, features: &Tensor) -> Result<f32, TasteError> {
