@@ -182,7 +182,7 @@ fn settings_round_trip_and_survive_a_damaged_file() {
     s.remember(&PathBuf::from("/shoot/3"));
     assert_eq!(s.recent.len(), keepers::app::settings::MAX_RECENT);
     assert_eq!(s.recent[0], PathBuf::from("/shoot/3"));
-    assert_eq!(s.recent.iter().filter(|p| **p == PathBuf::from("/shoot/3")).count(), 1);
+    assert_eq!(s.recent.iter().filter(|p| p.as_path() == std::path::Path::new("/shoot/3")).count(), 1);
     s.auto_advance = true;
     s.sort = SortKey::Score;
     s.filter.min_stars = 2;

@@ -31,7 +31,7 @@ fn real_samples(n: usize) -> Vec<Sample> {
 }
 
 /// What an item turned into: its patches' rectangles and a checksum of their pixels.
-fn patch_summary(s: &Sample, img: image::RgbImage, rng: &mut keepers::rng::SeededRng) -> anyhow::Result<(String, Vec<(u64, u64)>, u64)> {
+fn patch_summary(s: &Sample, img: image::RgbImage, rng: &mut keepers::rng::SeededRng) -> anyhow::Result<Summary> {
     let patches = random_patches(&img, 64, 3, rng);
     let rects = patches.iter().map(|p| (p.rect.x as u64, p.rect.y as u64)).collect();
     let sum = patches.iter().flat_map(|p| p.image.as_raw().iter()).fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(b as u64));

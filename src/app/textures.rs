@@ -47,10 +47,13 @@ struct Queue {
     stop: bool,
 }
 
+/// A decoded preview (the image and the photo's full size) or why it failed, by photo id.
+type PreviewResult = (i64, Result<(RgbImage, [u32; 2]), String>);
+
 /// Background decoder for loupe previews.
 pub struct Previews {
     queue: Arc<(Mutex<Queue>, Condvar)>,
-    results: Receiver<(i64, Result<(RgbImage, [u32; 2]), String>)>,
+    results: Receiver<PreviewResult>,
     ready: HashMap<i64, Preview>,
     failed: HashMap<i64, String>,
     lru: VecDeque<i64>,
@@ -144,12 +147,7 @@ impl Drop for Previews {
     }
 }
 
-fn decode_loop(
-    queue: Arc<(Mutex<Queue>, Condvar)>,
-    tx: Sender<(i64, Result<(RgbImage, [u32; 2]), String>)>,
-    ctx: egui::Context,
-    max_side: u32,
-) {
+fn decode_loop(queue: Arc<(Mutex<Queue>, Condvar)>, tx: Sender<PreviewResult>, ctx: egui::Context, max_side: u32) {
     let (lock, cv) = &*queue;
     loop {
         let (id, path) = {

@@ -27,7 +27,7 @@ fn djpeg_seconds(files: &[PathBuf], tmp: &Path) -> Option<(f64, f64)> {
     let null = if cfg!(windows) { "NUL" } else { "/dev/null" };
     let run = |f: &Path| Command::new("djpeg").arg("-outfile").arg(null).arg(f).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let tiny = tmp.join("tiny.jpg");
-    let px = vec![128u8; 8 * 8 * 3];
+    let px = [128u8; 8 * 8 * 3];
     let jpeg = turbojpeg::compress(
         turbojpeg::Image { pixels: &px[..], width: 8, pitch: 24, height: 8, format: turbojpeg::PixelFormat::RGB },
         90,

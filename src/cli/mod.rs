@@ -32,6 +32,8 @@ pub struct Cli {
     pub path: Option<PathBuf>,
 }
 
+// Parsed once per run: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the top-5 ImageNet classes of each photo (files or folders).

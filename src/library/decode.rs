@@ -191,7 +191,9 @@ fn is_partial_warning(msg: &str) -> bool {
 pub fn decode_jpeg(path: &Path, data: &[u8], size: Size, fallback_orientation: Option<u8>) -> Result<Decoded, DecodeError> {
     let orientation = jpeg_orientation(data).or(fallback_orientation).unwrap_or(1);
     let jerr = |e: turbojpeg::Error| DecodeError::Jpeg { path: path.to_owned(), message: e.to_string() };
-    let result = TURBO.with(|cell| -> Result<Result<(RgbImage, u32, u32, Option<String>), DecodeError>, DecodeError> {
+    // The image, its full width and height, and a note on how it was decoded.
+    type Turbo = (RgbImage, u32, u32, Option<String>);
+    let result = TURBO.with(|cell| -> Result<Result<Turbo, DecodeError>, DecodeError> {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
             *cell = Some(turbojpeg::Decompressor::new().map_err(jerr)?);

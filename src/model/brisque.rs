@@ -144,7 +144,7 @@ impl Brisque {
             (Ok(a), Ok(b)) => (a, b),
             _ => return Err(fmt(&norm_path, format!("\"min\" and \"max\" must hold {FEATURES} numbers each"))),
         };
-        if min.iter().zip(&max).any(|(a, b)| !(b > a)) {
+        if min.iter().zip(&max).any(|(a, b)| b.partial_cmp(a) != Some(std::cmp::Ordering::Greater)) {
             return Err(fmt(&norm_path, "every \"max\" must exceed its \"min\"".into()));
         }
 
