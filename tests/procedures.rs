@@ -405,6 +405,30 @@ fn killed_train_process_resumes_to_the_same_weights() {
     for k in ["srcc", "plcc", "mse", "mae", "photos"] {
         assert!(text.contains(k), "{k} missing in\n{text}");
     }
+
+    // keepers predict --checkpoint prints the trained model's score per photo (JSON Lines), the
+    // score the library's prediction gives on the same photos, in the CSV's units.
+    let photos: Vec<PathBuf> = d.samples.iter().take(2).map(|s| s.path.clone()).collect();
+    let p = std::process::Command::new(bin)
+        .args(["predict", "--format", "json", "--checkpoint", &killed.join("best").display().to_string()])
+        .args(&photos)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&p.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let model = procedures::load_model(&killed.join("best"), &lite0, None).unwrap();
+    let cfg = procedures::EvalConfig { threads: 2, batch: 4, seed: 0, lite0, feature_cache: None };
+    let (preds, _) = procedures::predict_photos(&model, &photos, None, &cfg, |_, _| {}).unwrap();
+    assert_eq!(lines.len(), 2);
+    for (l, pr) in lines.iter().zip(preds) {
+        assert_eq!(l["checkpoint"]["system"], "DCNN", "{l}");
+        let Some(keepers::model::heads::Prediction::Quality { score }) = pr else { panic!("{pr:?}") };
+        let want = model.std.as_ref().unwrap().inverse(score as f64);
+        let got = l["checkpoint"]["prediction"]["score"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-3 * want.abs().max(1.0), "{got} vs {want}");
+        assert!((0.0..=100.0).contains(&got), "a MOS-scale score: {got}");
+    }
 }
 
 #[test]

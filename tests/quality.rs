@@ -317,4 +317,35 @@ fn predict_command_prints_the_model_score_and_the_patches() {
     let cells = stdout.lines().filter(|l| l.contains("->") && l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
     assert_eq!(cells, q.patches.len(), "{stdout}");
     assert!(stdout.contains("aesthetic, style, theme: not trained yet"));
+
+    // The same as JSON Lines and as CSV.
+    let run = |format: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_keepers"))
+            .args(["predict", "--patches", "--format", format])
+            .arg(samples.join("coffee.png"))
+            .arg(samples.join("missing.jpg"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let lines: Vec<serde_json::Value> = run("json").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one object per photo, the unreadable one included");
+    assert!((lines[0]["quality"].as_f64().unwrap() - q.score as f64).abs() < 1e-3, "{}", lines[0]);
+    let patches = lines[0]["patches"].as_array().unwrap();
+    assert_eq!(patches.len(), q.patches.len());
+    for (j, p) in patches.iter().zip(&q.patches) {
+        assert!((j["score"].as_f64().unwrap() - p.score as f64).abs() < 1e-3);
+        assert!((j["w"].as_f64().unwrap() - p.cell.w).abs() < 1e-6, "cells in photo pixels (no downscale here)");
+    }
+    assert!(lines[1]["error"].as_str().unwrap().contains("missing.jpg"), "{}", lines[1]);
+    let csv = run("csv");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("path,patch,x,y,w,h,quality"));
+    assert_eq!(rows.len(), 1 + 2 + q.patches.len(), "{csv}");
+    assert!(rows[1].contains(&format!(",{:.3},", q.score)), "{}", rows[1]);
+    assert!(
+        rows.last().unwrap().contains("missing.jpg") && rows.last().unwrap().ends_with(|c: char| c != ','),
+        "the error column is filled"
+    );
 }

@@ -54,6 +54,13 @@ pub enum Command {
         /// Print every grid patch's score too.
         #[arg(long)]
         patches: bool,
+        /// text (for people), json (JSON Lines: one object per photo) or csv (a row per photo,
+        /// then a row per patch with --patches).
+        #[arg(long, value_enum, default_value = "text")]
+        format: predict::Format,
+        /// Also the outputs of a model trained by `keepers train` (RUN/best).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
     /// Version, compute device, threads and the status of each weights file.
     Info,
@@ -277,7 +284,9 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Info) => info::run(),
         Some(Command::Train(a)) => train::run(a),
         Some(Command::Eval(a)) => eval::run(a),
-        Some(Command::Predict { paths, max_side, patches }) => predict::run(&paths, max_side, patches),
+        Some(Command::Predict { paths, max_side, patches, format, checkpoint }) => {
+            predict::run(predict::PredictArgs { paths: &paths, max_side, patches, format, checkpoint: checkpoint.as_deref() })
+        }
         Some(Command::Cv { data, images, systems, folds, seed, epochs, lr, weight_decay, native, arp, cache, out }) => {
             cv::run(cv::CvArgs {
                 data: &data,
