@@ -17,6 +17,10 @@
 //! - Images of a CSV / AVA set that cannot be read are skipped by the procedure's check, named in
 //!   the result (and kept in the profile's metadata), and training goes on.
 //!
+//! - A small-data profile leaves out the frozen backbone's tensors (bit-identical to the shipped
+//!   Lite0 weights; [`ProcedureCheckpoint::share_backbone`]) and [`load`] restores them from the
+//!   weights file, so a profile is its head's size, not the backbone's.
+//!
 //! Touches: reads the labelled set and its photos, the Lite0 weights and the feature cache folder
 //! it is given; writes only the store's folder and that cache.
 
@@ -350,10 +354,17 @@ pub fn run(
         steps: steps as usize,
         final_loss: last.epoch_losses.last().copied().unwrap_or(f64::NAN),
         train_auc: None,
-        validation_auc: meta.metrics.get("val_auc").copied(),
+        validation_auc: info.metrics.get("val_auc").copied(),
         validation_n: read_val,
         seconds: started.elapsed().as_secs_f64(),
     };
+    let mut ckpt = ProcedureCheckpoint { info, checkpoint: meta, tensors, backbone: None };
+    if r.small_data {
+        // The frozen backbone's tensors are the shipped weights': the profile leaves them out
+        // (restored from the weights file on load).
+        let bytes = crate::model::weights::read_verified(WeightsFile::EfficientNetLite0, &r.lite0).map_err(failed)?;
+        ckpt.share_backbone(&bytes).map_err(|e| failed(format!("{}: {e}", r.lite0.display())))?;
+    }
     let profile = TasteProfile {
         name: r.name.clone(),
         // Not used by a procedure profile (it has no grid head); kept for the file's fields.
@@ -368,7 +379,7 @@ pub fn run(
         themes: if last.system == "THEME-EMD" { train.theme_names.clone() } else { Vec::new() },
         weights: crate::train::taste::TasteWeights { mean: Vec::new(), scale: Vec::new(), w: Vec::new(), b: 0.0, themes: Vec::new() },
         tags: Vec::new(),
-        procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint: meta, tensors })),
+        procedure: Some(std::sync::Arc::new(ckpt)),
     };
     if cancel.load(Ordering::SeqCst) {
         return Err(RunError::Cancelled);
@@ -454,7 +465,7 @@ fn warm_features(
 /// The model of a procedure profile (`origin` names its file in errors).
 pub fn load(profile: &TasteProfile, lite0: &Path, origin: &Path) -> Result<LoadedModel, String> {
     let c = profile.procedure.as_ref().ok_or_else(|| format!("profile “{}” holds no procedure checkpoint", profile.name))?;
-    let map = c.tensor_map().map_err(|e| format!("{}: {e}", origin.display()))?;
+    let map = c.full_tensor_map(lite0, origin).map_err(|e| e.to_string())?;
     procedures::load_model_from(&c.checkpoint, &map, lite0, origin).map_err(|e| e.to_string())
 }
 
