@@ -13,6 +13,8 @@
 //!   weights), is a few tens of KB instead of 13.7 MB, scores exactly as the full checkpoint did
 //!   after save / load / export / import, refuses another backbone file naming the profile, and a
 //!   full (older) procedure profile still loads and scores the same.
+//! - The taste service, when it starts, removes run folders a crash left (`.runs/run-*` without a
+//!   write for 6 hours) and nothing else.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -512,4 +514,69 @@ fn a_small_data_profile_leaves_out_the_shipped_backbone_and_scores_as_before_it_
     let origin = other.path_of(&ifile);
     let e = procedure::load(&imported, &other_lite0, &origin).err().expect("another backbone is refused");
     assert!(e.contains(&origin.display().to_string()) && e.contains(&shared.sha256), "{e}");
+}
+
+/// Sets the modification time of every file under `dir` to `age` ago.
+fn age_files(dir: &Path, age: Duration) {
+    let t = std::time::SystemTime::now() - age;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            age_files(&p, age);
+        } else {
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_service_removes_run_folders_a_crash_left_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let runs = store.dir().join(".runs");
+    let (old, fresh) = (runs.join("run-old-1"), runs.join("run-fresh-2"));
+    for d in [&old, &fresh, &old.join("sub"), &store.dir().join("not-a-run")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for d in [&old, &fresh] {
+        std::fs::write(d.join("best.json"), "{}").unwrap();
+    }
+    std::fs::write(old.join("sub").join("step.safetensors"), "x").unwrap();
+    // Outside `.runs/`: an old folder and an old file that look like leftovers but must stay.
+    std::fs::write(store.dir().join("not-a-run").join("x"), "x").unwrap();
+    std::fs::write(store.dir().join("notes.txt"), "x").unwrap();
+    let seven_hours = Duration::from_secs(7 * 3600);
+    age_files(&old, seven_hours);
+    age_files(&store.dir().join("not-a-run"), seven_hours);
+    std::fs::File::options()
+        .write(true)
+        .open(store.dir().join("notes.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - seven_hours)
+        .unwrap();
+    // A folder with one fresh file among old ones is live.
+    let mixed = runs.join("run-mixed-3");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::write(mixed.join("old"), "x").unwrap();
+    age_files(&mixed, seven_hours);
+    std::fs::write(mixed.join("new"), "x").unwrap();
+
+    let taste = Taste::start(tmp.path().join("library.db"), store.clone(), None);
+    let start = Instant::now();
+    while old.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(taste);
+    assert!(!old.exists(), "the stale run folder is removed when the service starts");
+    assert!(fresh.join("best.json").exists() && mixed.join("old").exists(), "live run folders stay");
+    assert!(store.dir().join("not-a-run/x").exists() && store.dir().join("notes.txt").exists(), "nothing outside .runs is touched");
+    assert_eq!(entries(&runs), vec!["run-fresh-2", "run-mixed-3"]);
+
+    // Directly: the store reports what it removed; with nothing stale, nothing.
+    age_files(&fresh, seven_hours);
+    let (removed, problems) = store.remove_stale_runs(keepers::train::profiles::STALE_RUN_AGE);
+    assert_eq!((removed, problems.len()), (vec![fresh.clone()], 0));
+    let (removed, _) = store.remove_stale_runs(keepers::train::profiles::STALE_RUN_AGE);
+    assert!(removed.is_empty());
+    assert_eq!(entries(&runs), vec!["run-mixed-3"]);
 }

@@ -9,7 +9,8 @@
 //!
 //! - The run goes into a hidden folder in the store (`.runs/run-<time>`), which is removed when the
 //!   run ends (finished, cancelled or failed): a cancelled run leaves no profile and no folder. A
-//!   folder left by a crash is never listed (the store lists only profile files).
+//!   folder left by a crash is never listed (the store lists only profile files) and is removed
+//!   when the taste service next starts, 6 hours after its last write.
 //! - Before training, the small-data variant's backbone features are computed into the feature
 //!   cache a few photos at a time ([`ProcedureProgress::preparing`] reports, with an ETA), so pause
 //!   and cancel work there too; training then reads them from the cache.
@@ -271,14 +272,16 @@ pub fn run(
     cfg.feature_cache = r.feature_cache.clone();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let dir = store.dir().join(".runs").join(format!("run-{nanos:x}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: cannot create the run folder: {e}", dir.display())))?;
-    let _cleanup = RunFolder(dir.clone());
     let id = cfg.system.or_else(|| r.procedure.systems().first().copied());
     let needs_pixels = matches!(r.procedure, Procedure::Rdcnn | Procedure::ThemeEmd) || id == Some(SystemId::DmaImgFu);
     if let (true, false, Some(cache)) = (r.small_data, needs_pixels, &r.feature_cache) {
         let paths: Vec<PathBuf> = ds.samples.iter().map(|s| s.path.clone()).collect();
         warm_features(&paths, r, cache, cancel, pause, report)?;
     }
+    // Made after the features phase (which writes only to the feature cache), so a folder that
+    // goes unwritten for hours is a crash's leftover ([`ProfileStore::remove_stale_runs`]).
+    std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: cannot create the run folder: {e}", dir.display())))?;
+    let _cleanup = RunFolder(dir.clone());
 
     let mut steps = 0u64;
     let mut progress = |p: &Progress| {
