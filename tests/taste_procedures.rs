@@ -9,6 +9,12 @@
 //! - A run cancelled mid-way through the service leaves no profile and no run folder.
 //! - Album stars become a 5-bin distribution; a distribution run (ARP-MPEMD-avg, the default for
 //!   that task) trains and gives 0..1 scores.
+//! - A small-data profile leaves out the frozen backbone (bit-identical to the shipped Lite0
+//!   weights), is a few tens of KB instead of 13.7 MB, scores exactly as the full checkpoint did
+//!   after save / load / export / import, refuses another backbone file naming the profile, and a
+//!   full (older) procedure profile still loads and scores the same.
+//! - The taste service, when it starts, removes run folders a crash left (`.runs/run-*` without a
+//!   write for 6 hours) and nothing else.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -424,4 +430,156 @@ fn theme_emd_learns_theme_conditioned_distributions_from_a_csv_theme_column() {
     let wedding = procedure::score(&model, &c.info, &paths, Some(1), &cfg, |_, _| {}).unwrap();
     assert!(street.iter().chain(&wedding).all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))), "{street:?} {wedding:?}");
     assert_ne!(street, wedding, "theme-conditioned scores");
+}
+
+#[test]
+fn a_small_data_profile_leaves_out_the_shipped_backbone_and_scores_as_before_it_was_saved() {
+    use keepers::train::taste::ProcedureCheckpoint;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("set");
+    std::fs::create_dir_all(&data).unwrap();
+    let csv = csv_set(&data);
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let cache = tmp.path().join("features");
+    let lite0 = WeightsFile::EfficientNetLite0.path();
+    let r = request("Small", LabelledSet::Csv(csv), TaskChoice::Binary, 2, &cache);
+    let out = procedure::run(&r, &store, &AtomicBool::new(false), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let c = out.profile.procedure.clone().unwrap();
+    assert_eq!(c.info.procedure, "mp-ada");
+    let shared = c.backbone.as_ref().expect("a small-data profile shares the frozen backbone");
+    assert_eq!(shared.sha256, WeightsFile::EfficientNetLite0.expected_sha256());
+    // Every left-out tensor is the backbone file's tensor of the same key, bit for bit.
+    let file = candle_core::safetensors::load(&lite0, &candle_core::Device::Cpu).unwrap();
+    eprintln!(
+        "{} tensors left out, {} kept: {:?}",
+        shared.tensors.len(),
+        c.tensors.len(),
+        c.tensors.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    assert_eq!(shared.tensors.len(), file.len() - 2, "the whole column but the classifier (_fc.weight, _fc.bias) is left out");
+    for s in &shared.tensors {
+        assert_eq!(s.name, format!("column.{}", s.key));
+        assert!(!c.tensors.iter().any(|(n, _, _)| *n == s.name), "{} both kept and left out", s.name);
+    }
+    assert!(!c.tensors.is_empty() && c.tensors.iter().all(|(n, _, _)| !n.starts_with("column.")), "only the head is kept");
+
+    // The pre-save model: the checkpoint with every tensor (the left-out ones are the file's).
+    let mut full = c.tensors.clone();
+    for s in &shared.tensors {
+        let t = &file[&s.key];
+        full.push((s.name.clone(), t.dims().to_vec(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+    }
+    full.sort_by(|a, b| a.0.cmp(&b.0));
+    let full = ProcedureCheckpoint { tensors: full, backbone: None, ..(*c).clone() };
+    let photos: Vec<PathBuf> =
+        [SAMPLE_KEEPS[0], SAMPLE_REJECTS[0], SAMPLE_KEEPS[1], SAMPLE_REJECTS[1]].iter().map(|n| data.join(n)).collect();
+    let scores = |p: &TasteProfile, origin: &Path| {
+        let m = procedure::load(p, &lite0, origin).unwrap_or_else(|e| panic!("{e}"));
+        procedure::score(&m, &c.info, &photos, None, &eval_cfg(&cache), |_, _| {}).unwrap()
+    };
+    let old = TasteProfile { procedure: Some(std::sync::Arc::new(full)), ..(*out.profile).clone() };
+    let before = scores(&old, Path::new("pre-save"));
+    assert!(before.iter().all(|s| s.is_some_and(|v| (0.0..=1.0).contains(&v))), "{before:?}");
+
+    // Sizes: a profile written before this change (every tensor) and the new one.
+    let old_path = tmp.path().join("old.keepers-taste");
+    old.save(&old_path).unwrap();
+    let old_size = std::fs::metadata(&old_path).unwrap().len();
+    let new_size = std::fs::metadata(store.path_of(&out.file)).unwrap().len();
+    eprintln!("procedure profile: {old_size} bytes with the backbone, {new_size} bytes without");
+    assert!(old_size > 13_000_000, "{old_size}");
+    assert!(new_size < 100_000, "{new_size}");
+
+    // The old full file still loads (no backbone record) and scores the same.
+    let reloaded_old = TasteProfile::load(&old_path).unwrap();
+    assert!(reloaded_old.procedure.as_ref().unwrap().backbone.is_none());
+    assert_eq!(reloaded_old, old);
+    assert_eq!(scores(&reloaded_old, &old_path), before);
+
+    // The new file: in memory, after load, after export and import, the same scores.
+    assert_eq!(scores(&out.profile, &store.path_of(&out.file)), before);
+    let loaded = TasteProfile::load(&store.path_of(&out.file)).unwrap();
+    assert_eq!(loaded, *out.profile, "the backbone record survives the file");
+    assert_eq!(scores(&loaded, &store.path_of(&out.file)), before);
+    let exported = tmp.path().join("exported.keepers-taste");
+    store.export(&out.file, &exported).unwrap();
+    let other = ProfileStore::new(tmp.path().join("other"));
+    let (ifile, _) = other.import(&exported).unwrap();
+    let imported = TasteProfile::load(&other.path_of(&ifile)).unwrap();
+    assert_eq!(std::fs::metadata(other.path_of(&ifile)).unwrap().len(), new_size);
+    assert_eq!(scores(&imported, &other.path_of(&ifile)), before);
+
+    // Another backbone file (not the recorded sha256): refused, naming the profile file.
+    let mut bytes = std::fs::read(&lite0).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    let other_lite0 = tmp.path().join("other_lite0.safetensors");
+    std::fs::write(&other_lite0, &bytes).unwrap();
+    let origin = other.path_of(&ifile);
+    let e = procedure::load(&imported, &other_lite0, &origin).err().expect("another backbone is refused");
+    assert!(e.contains(&origin.display().to_string()) && e.contains(&shared.sha256), "{e}");
+}
+
+/// Sets the modification time of every file under `dir` to `age` ago.
+fn age_files(dir: &Path, age: Duration) {
+    let t = std::time::SystemTime::now() - age;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            age_files(&p, age);
+        } else {
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_service_removes_run_folders_a_crash_left_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ProfileStore::new(tmp.path().join("profiles"));
+    let runs = store.dir().join(".runs");
+    let (old, fresh) = (runs.join("run-old-1"), runs.join("run-fresh-2"));
+    for d in [&old, &fresh, &old.join("sub"), &store.dir().join("not-a-run")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for d in [&old, &fresh] {
+        std::fs::write(d.join("best.json"), "{}").unwrap();
+    }
+    std::fs::write(old.join("sub").join("step.safetensors"), "x").unwrap();
+    // Outside `.runs/`: an old folder and an old file that look like leftovers but must stay.
+    std::fs::write(store.dir().join("not-a-run").join("x"), "x").unwrap();
+    std::fs::write(store.dir().join("notes.txt"), "x").unwrap();
+    let seven_hours = Duration::from_secs(7 * 3600);
+    age_files(&old, seven_hours);
+    age_files(&store.dir().join("not-a-run"), seven_hours);
+    std::fs::File::options()
+        .write(true)
+        .open(store.dir().join("notes.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - seven_hours)
+        .unwrap();
+    // A folder with one fresh file among old ones is live.
+    let mixed = runs.join("run-mixed-3");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::write(mixed.join("old"), "x").unwrap();
+    age_files(&mixed, seven_hours);
+    std::fs::write(mixed.join("new"), "x").unwrap();
+
+    let taste = Taste::start(tmp.path().join("library.db"), store.clone(), None);
+    let start = Instant::now();
+    while old.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(taste);
+    assert!(!old.exists(), "the stale run folder is removed when the service starts");
+    assert!(fresh.join("best.json").exists() && mixed.join("old").exists(), "live run folders stay");
+    assert!(store.dir().join("not-a-run/x").exists() && store.dir().join("notes.txt").exists(), "nothing outside .runs is touched");
+    assert_eq!(entries(&runs), vec!["run-fresh-2", "run-mixed-3"]);
+
+    // Directly: the store reports what it removed; with nothing stale, nothing.
+    age_files(&fresh, seven_hours);
+    let (removed, problems) = store.remove_stale_runs(keepers::train::profiles::STALE_RUN_AGE);
+    assert_eq!((removed, problems.len()), (vec![fresh.clone()], 0));
+    let (removed, _) = store.remove_stale_runs(keepers::train::profiles::STALE_RUN_AGE);
+    assert!(removed.is_empty());
+    assert_eq!(entries(&runs), vec!["run-mixed-3"]);
 }

@@ -13,16 +13,45 @@
 //!   procedure profiles of the taste panel's advanced mode (a paper procedure's checkpoint in the
 //!   file, [`super::taste::ProcedureCheckpoint`]). A procedure run's working folder (`.runs/`) is
 //!   hidden and never listed.
+//! - A run folder a crash left behind (`.runs/run-*`) is removed by
+//!   [`ProfileStore::remove_stale_runs`] (the taste service calls it when it starts) once nothing in
+//!   it has been written for [`STALE_RUN_AGE`]: a live run rewrites its checkpoints every epoch.
 //!
 //! Touches: only its own folder, and the file a user exports to or imports from.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use super::taste::{TasteError, TasteProfile};
 
 /// File extension of a profile.
 pub const EXTENSION: &str = "keepers-taste";
+
+/// The hidden folder of procedure runs inside the store.
+pub const RUNS_DIR: &str = ".runs";
+
+/// How long a run folder may go without a write before it counts as a crash's leftover.
+pub const STALE_RUN_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// The newest modification time of the files under `dir` (recursively, links not followed); the
+/// folder's own when it holds no file.
+fn newest_write(dir: &Path) -> Option<SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+            if m.is_dir() {
+                walk(&e.path(), newest);
+            } else if let Ok(t) = m.modified() {
+                *newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
+        }
+    }
+    let mut newest = None;
+    walk(dir, &mut newest);
+    newest.or_else(|| std::fs::symlink_metadata(dir).and_then(|m| m.modified()).ok())
+}
 
 /// A profile found in the store.
 #[derive(Debug, Clone)]
@@ -69,6 +98,34 @@ impl ProfileStore {
 
     pub fn path_of(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// Removes the procedure run folders (`.runs/run-*`) in which no file has been written for
+    /// more than `max_age` (see [`STALE_RUN_AGE`]); returns the ones removed, and the problems
+    /// (`folder: reason`) of those that could not be. Nothing outside `.runs/` is touched; a link
+    /// there is not followed.
+    pub fn remove_stale_runs(&self, max_age: Duration) -> (Vec<PathBuf>, Vec<String>) {
+        let runs = self.dir.join(RUNS_DIR);
+        let (mut removed, mut problems) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(&runs) else { return (removed, problems) };
+        let now = SystemTime::now();
+        for e in entries.flatten() {
+            let path = e.path();
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if !is_dir || !e.file_name().to_string_lossy().starts_with("run-") {
+                continue;
+            }
+            let stale = newest_write(&path).is_some_and(|t| now.duration_since(t).is_ok_and(|age| age > max_age));
+            if stale {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => removed.push(path),
+                    Err(e) => problems.push(format!("{}: cannot remove a stale run folder: {e}", path.display())),
+                }
+            }
+        }
+        // `.runs` itself when nothing else is in it (fails, harmlessly, otherwise).
+        let _ = std::fs::remove_dir(&runs);
+        (removed, problems)
     }
 
     /// Every readable profile; unreadable files are named in `problems`. A missing folder is empty.

@@ -49,6 +49,16 @@
 //! [`ProcedureInfo`] inside `profile`; it has no grid head (empty [`TasteWeights`]) and scores from
 //! pixels ([`super::procedures::load_model_from`]), never from the grid features. Files of
 //! [`FORMAT`] (every profile written before) load as before.
+//!
+//! **Shared backbone** (small-data procedure profiles): the tensors of the checkpoint that are
+//! bit-identical to the shipped ImageNet Lite0 tensor they were copied from (the frozen backbone:
+//! compared value for value, not by name) are left out of the file
+//! ([`ProcedureCheckpoint::share_backbone`]); the file records the backbone file's sha256 and each
+//! left-out variable with its key in the backbone file ([`SharedBackbone`], metadata `backbone`),
+//! and [`ProcedureCheckpoint::full_tensor_map`] reads them back from the shipped weights, refusing
+//! (naming the profile file) a backbone file whose sha256 is not the recorded one. A profile
+//! shrinks from the whole backbone (~13.7 MB) to its head. Procedure profiles written before
+//! (every tensor in the file, no `backbone` metadata) load as before.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +89,8 @@ pub enum TasteError {
     TooFewLabels { keep: usize, reject: usize, need: usize },
     #[error("bad input: {0}")]
     Input(String),
+    #[error("{path} needs the ImageNet backbone it was trained with: {reason}")]
+    Backbone { path: PathBuf, reason: String },
     #[error("training was cancelled")]
     Cancelled,
     #[error(transparent)]
@@ -343,14 +355,102 @@ pub struct ProcedureCheckpoint {
     pub info: ProcedureInfo,
     /// The checkpoint's metadata as the procedure wrote it (`RUN/best.json`).
     pub checkpoint: super::checkpoint::CheckpointMeta,
-    /// Its weights: name, shape, values (f32).
+    /// Its weights: name, shape, values (f32); without the backbone's when `backbone` is set.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// The backbone tensors left out of `tensors` (identical to the shipped weights'); `None`:
+    /// every tensor is in `tensors` (full-tune runs, and profiles written before).
+    pub backbone: Option<SharedBackbone>,
+}
+
+/// Backbone tensors a procedure profile leaves out, restored from the shipped weights on load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedBackbone {
+    /// sha256 of the backbone file they were compared with (and must be restored from).
+    pub sha256: String,
+    /// Each left-out variable, sorted by name.
+    pub tensors: Vec<SharedTensor>,
+}
+
+/// One left-out variable: its name in the checkpoint and its key in the backbone file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedTensor {
+    pub name: String,
+    pub key: String,
+}
+
+/// The backbone file's tensors as f32 values by key, with their shapes.
+fn backbone_tensors(bytes: &[u8]) -> Result<HashMap<String, Tensor>, String> {
+    candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| format!("backbone tensors: {e}"))
 }
 
 impl ProcedureCheckpoint {
-    /// The weights as tensors by variable name.
+    /// The tensors in the file by variable name (without the shared backbone's: see
+    /// [`Self::full_tensor_map`]).
     pub fn tensor_map(&self) -> candle_core::Result<HashMap<String, Tensor>> {
         self.tensors.iter().map(|(n, s, v)| Ok((n.clone(), Tensor::from_slice(v, s.as_slice(), &Device::Cpu)?))).collect()
+    }
+
+    /// Leaves out of `tensors` every tensor bit-identical (same shape, same f32 bits) to the
+    /// backbone file's tensor it came from: a variable `<prefix>.<key>` (the column's prefix, e.g.
+    /// `column._blocks.3._bn1.weight`) against the file's `<key>`. `backbone` is the backbone
+    /// file's bytes (verified by the caller). Returns how many were left out.
+    pub fn share_backbone(&mut self, backbone: &[u8]) -> Result<usize, String> {
+        let sha256 = crate::model::weights::sha256_hex(backbone);
+        if let Some(b) = &self.backbone
+            && b.sha256 != sha256
+        {
+            return Err(format!("the checkpoint already shares tensors with another backbone (sha256 {})", b.sha256));
+        }
+        let file = backbone_tensors(backbone)?;
+        let mut shared = self.backbone.take().map(|b| b.tensors).unwrap_or_default();
+        let mut kept = Vec::with_capacity(self.tensors.len());
+        for (name, shape, values) in std::mem::take(&mut self.tensors) {
+            let source = name.match_indices('.').map(|(i, _)| &name[i + 1..]).find_map(|key| file.get(key).map(|t| (key.to_string(), t)));
+            let same = match source {
+                Some((_, t)) if t.dims() == shape.as_slice() => {
+                    let v =
+                        t.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())?;
+                    v.len() == values.len() && v.iter().zip(&values).all(|(a, b)| a.to_bits() == b.to_bits())
+                }
+                _ => false,
+            };
+            match (same, source) {
+                (true, Some((key, _))) => shared.push(SharedTensor { name, key }),
+                _ => kept.push((name, shape, values)),
+            }
+        }
+        self.tensors = kept;
+        let n = shared.len();
+        shared.sort_by(|a, b| a.name.cmp(&b.name));
+        self.backbone = (!shared.is_empty()).then_some(SharedBackbone { sha256, tensors: shared });
+        Ok(n)
+    }
+
+    /// Every tensor of the checkpoint by variable name: those in the file, and the shared
+    /// backbone's read back from `lite0`, which must have the recorded sha256. `origin` (the
+    /// profile's file) is named in errors.
+    pub fn full_tensor_map(&self, lite0: &Path, origin: &Path) -> Result<HashMap<String, Tensor>, TasteError> {
+        let corrupt = |reason: String| TasteError::Corrupt { path: origin.to_owned(), reason };
+        let mut map = self.tensor_map().map_err(|e| corrupt(e.to_string()))?;
+        let Some(b) = &self.backbone else { return Ok(map) };
+        let bad = |reason: String| TasteError::Backbone { path: origin.to_owned(), reason };
+        let bytes = std::fs::read(lite0).map_err(|e| bad(format!("{} could not be read: {e}", lite0.display())))?;
+        let actual = crate::model::weights::sha256_hex(&bytes);
+        if actual != b.sha256 {
+            return Err(bad(format!(
+                "it leaves out {} backbone tensors, to be read from the backbone file with sha256 {}, but {} has sha256 {actual} (another version); retrain the profile with these weights",
+                b.tensors.len(),
+                b.sha256,
+                lite0.display()
+            )));
+        }
+        let file = backbone_tensors(&bytes).map_err(|e| bad(format!("{}: {e}", lite0.display())))?;
+        for s in &b.tensors {
+            let t = file.get(&s.key).ok_or_else(|| bad(format!("{} has no tensor {} (for {})", lite0.display(), s.key, s.name)))?;
+            let t = t.to_dtype(DType::F32).map_err(|e| bad(format!("{}: {}: {e}", lite0.display(), s.key)))?;
+            map.insert(s.name.clone(), t);
+        }
+        Ok(map)
     }
 }
 
@@ -808,11 +908,14 @@ impl TasteProfile {
 
     /// A procedure profile's file: the checkpoint's tensors under `ckpt.`, its metadata as JSON.
     fn procedure_bytes(&self, c: &ProcedureCheckpoint) -> Vec<u8> {
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), FORMAT_PROCEDURE.to_string()),
             ("profile".to_string(), serde_json::to_string(&self.meta()).expect("profile metadata serialises")),
             ("checkpoint".to_string(), serde_json::to_string(&c.checkpoint).expect("checkpoint metadata serialises")),
         ]);
+        if let Some(b) = &c.backbone {
+            meta.insert("backbone".to_string(), serde_json::to_string(b).expect("backbone record serialises"));
+        }
         let names: Vec<String> = c.tensors.iter().map(|(n, _, _)| format!("ckpt.{n}")).collect();
         let tensors: Vec<(&str, Vec<usize>, &[f32])> =
             c.tensors.iter().zip(&names).map(|((_, shape, v), n)| (n.as_str(), shape.clone(), v.as_slice())).collect();
@@ -933,6 +1036,15 @@ impl TasteProfile {
             return Err("a procedure profile without weights".into());
         }
         list.sort_by(|a, b| a.0.cmp(&b.0));
+        let backbone: Option<SharedBackbone> = match meta.get("backbone") {
+            Some(b) => Some(serde_json::from_str(b).map_err(|e| format!("backbone metadata: {e}"))?),
+            None => None,
+        };
+        if let Some(b) = &backbone
+            && let Some(s) = b.tensors.iter().find(|s| list.iter().any(|(n, _, _)| *n == s.name))
+        {
+            return Err(format!("tensor {} is both in the file and shared with the backbone", s.name));
+        }
         let empty = TasteWeights { mean: Vec::new(), scale: Vec::new(), w: Vec::new(), b: 0.0, themes: Vec::new() };
         Ok(Self {
             name: m.name,
@@ -945,7 +1057,7 @@ impl TasteProfile {
             themes: m.themes,
             weights: empty,
             tags: Vec::new(),
-            procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint, tensors: list })),
+            procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint, tensors: list, backbone })),
         })
     }
 }

@@ -9,13 +9,18 @@
 //!
 //! - The run goes into a hidden folder in the store (`.runs/run-<time>`), which is removed when the
 //!   run ends (finished, cancelled or failed): a cancelled run leaves no profile and no folder. A
-//!   folder left by a crash is never listed (the store lists only profile files).
+//!   folder left by a crash is never listed (the store lists only profile files) and is removed
+//!   when the taste service next starts, 6 hours after its last write.
 //! - Before training, the small-data variant's backbone features are computed into the feature
 //!   cache a few photos at a time ([`ProcedureProgress::preparing`] reports, with an ETA), so pause
 //!   and cancel work there too; training then reads them from the cache.
 //! - Pause holds the run between optimiser steps; cancel stops it at the next step.
 //! - Images of a CSV / AVA set that cannot be read are skipped by the procedure's check, named in
 //!   the result (and kept in the profile's metadata), and training goes on.
+//!
+//! - A small-data profile leaves out the frozen backbone's tensors (bit-identical to the shipped
+//!   Lite0 weights; [`ProcedureCheckpoint::share_backbone`]) and [`load`] restores them from the
+//!   weights file, so a profile is its head's size, not the backbone's.
 //!
 //! Touches: reads the labelled set and its photos, the Lite0 weights and the feature cache folder
 //! it is given; writes only the store's folder and that cache.
@@ -267,14 +272,16 @@ pub fn run(
     cfg.feature_cache = r.feature_cache.clone();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let dir = store.dir().join(".runs").join(format!("run-{nanos:x}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: cannot create the run folder: {e}", dir.display())))?;
-    let _cleanup = RunFolder(dir.clone());
     let id = cfg.system.or_else(|| r.procedure.systems().first().copied());
     let needs_pixels = matches!(r.procedure, Procedure::Rdcnn | Procedure::ThemeEmd) || id == Some(SystemId::DmaImgFu);
     if let (true, false, Some(cache)) = (r.small_data, needs_pixels, &r.feature_cache) {
         let paths: Vec<PathBuf> = ds.samples.iter().map(|s| s.path.clone()).collect();
         warm_features(&paths, r, cache, cancel, pause, report)?;
     }
+    // Made after the features phase (which writes only to the feature cache), so a folder that
+    // goes unwritten for hours is a crash's leftover ([`ProfileStore::remove_stale_runs`]).
+    std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: cannot create the run folder: {e}", dir.display())))?;
+    let _cleanup = RunFolder(dir.clone());
 
     let mut steps = 0u64;
     let mut progress = |p: &Progress| {
@@ -350,10 +357,17 @@ pub fn run(
         steps: steps as usize,
         final_loss: last.epoch_losses.last().copied().unwrap_or(f64::NAN),
         train_auc: None,
-        validation_auc: meta.metrics.get("val_auc").copied(),
+        validation_auc: info.metrics.get("val_auc").copied(),
         validation_n: read_val,
         seconds: started.elapsed().as_secs_f64(),
     };
+    let mut ckpt = ProcedureCheckpoint { info, checkpoint: meta, tensors, backbone: None };
+    if r.small_data {
+        // The frozen backbone's tensors are the shipped weights': the profile leaves them out
+        // (restored from the weights file on load).
+        let bytes = crate::model::weights::read_verified(WeightsFile::EfficientNetLite0, &r.lite0).map_err(failed)?;
+        ckpt.share_backbone(&bytes).map_err(|e| failed(format!("{}: {e}", r.lite0.display())))?;
+    }
     let profile = TasteProfile {
         name: r.name.clone(),
         // Not used by a procedure profile (it has no grid head); kept for the file's fields.
@@ -368,7 +382,7 @@ pub fn run(
         themes: if last.system == "THEME-EMD" { train.theme_names.clone() } else { Vec::new() },
         weights: crate::train::taste::TasteWeights { mean: Vec::new(), scale: Vec::new(), w: Vec::new(), b: 0.0, themes: Vec::new() },
         tags: Vec::new(),
-        procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint: meta, tensors })),
+        procedure: Some(std::sync::Arc::new(ckpt)),
     };
     if cancel.load(Ordering::SeqCst) {
         return Err(RunError::Cancelled);
@@ -454,7 +468,7 @@ fn warm_features(
 /// The model of a procedure profile (`origin` names its file in errors).
 pub fn load(profile: &TasteProfile, lite0: &Path, origin: &Path) -> Result<LoadedModel, String> {
     let c = profile.procedure.as_ref().ok_or_else(|| format!("profile “{}” holds no procedure checkpoint", profile.name))?;
-    let map = c.tensor_map().map_err(|e| format!("{}: {e}", origin.display()))?;
+    let map = c.full_tensor_map(lite0, origin).map_err(|e| e.to_string())?;
     procedures::load_model_from(&c.checkpoint, &map, lite0, origin).map_err(|e| e.to_string())
 }
 

@@ -16,6 +16,8 @@
 //! - A finished run is saved in the [`ProfileStore`] by the service itself, atomically (a
 //!   temporary file renamed into place): closing the app mid-run cancels it and leaves no file, and a
 //!   crash mid-write leaves only a temporary file the store never lists.
+//! - When the service starts, it removes the procedure run folders a crash left in the store
+//!   (`.runs/run-*` without a write for 6 hours: [`ProfileStore::remove_stale_runs`]).
 //! - Scoring ([`TasteJob::Score`]): keep probabilities of the given photos under one profile,
 //!   streamed in chunks tagged with the profile's file name, so the app drops scores of a profile
 //!   it has switched away from.
@@ -196,6 +198,11 @@ impl Taste {
         let thread = std::thread::Builder::new()
             .name("keepers-taste".into())
             .spawn(move || {
+                // Run folders a crash left behind (a live run writes to its own every epoch).
+                let (_, problems) = store.remove_stale_runs(crate::train::profiles::STALE_RUN_AGE);
+                for p in problems {
+                    eprintln!("keepers: {p}");
+                }
                 let mut svc = Service { db_path, lib: None, store, flags: f, send: etx, wake, models: Default::default() };
                 while let Ok(job) = jrx.recv() {
                     if svc.flags.stop.load(Ordering::SeqCst) {
