@@ -73,6 +73,7 @@ fn request(name: &str, set: LabelledSet, task: TaskChoice, epochs: usize, cache:
         test_views: 2,
         lite0: WeightsFile::EfficientNetLite0.path(),
         feature_cache: Some(cache.to_path_buf()),
+        baseline: Default::default(),
     }
 }
 
@@ -95,8 +96,15 @@ fn a_csv_with_a_missing_and_a_corrupt_image_trains_names_both_and_round_trips() 
     let csv = csv_set(&data);
     let store = ProfileStore::new(tmp.path().join("profiles"));
     let cache = tmp.path().join("features");
-    let r = request("CSV keeps", LabelledSet::Csv(csv.clone()), TaskChoice::Binary, 3, &cache);
+    let mut r = request("CSV keeps", LabelledSet::Csv(csv.clone()), TaskChoice::Binary, 3, &cache);
     assert_eq!(r.procedure, Procedure::MpAda, "the default for few labels is the small-data MP-ada");
+    // An "untuned" comparison score that is the label itself: its held-out AUC must be 1, which
+    // checks that the comparison reaches the right photos.
+    for (names, v) in [(&SAMPLE_KEEPS, 1.0), (&SAMPLE_REJECTS, 0.0)] {
+        for n in names.iter() {
+            r.baseline.insert(data.join(n), v);
+        }
+    }
     let mut reports = Vec::new();
     let out = procedure::run(&r, &store, &AtomicBool::new(false), &AtomicBool::new(false), &mut |p| reports.push(p))
         .unwrap_or_else(|e| panic!("the run failed: {e}"));
@@ -116,6 +124,17 @@ fn a_csv_with_a_missing_and_a_corrupt_image_trains_names_both_and_round_trips() 
     assert_eq!(info.skipped, out.skipped, "the profile keeps the report");
     assert_eq!(info.n_train + info.n_val, 12, "12 rows, split before the images are read");
     assert!(info.metrics.contains_key("val_accuracy"), "validation metrics of the best checkpoint: {:?}", info.metrics);
+    // The held-out comparison (issue 8 item 3): the profile's keep probability on the readable
+    // validation photos beside the untuned score, with the label counts and a warning (few labels).
+    let rep = info.heldout.as_ref().expect("a keep / reject run has a held-out report");
+    let n_held = rep.n_heldout_keep + rep.n_heldout_reject;
+    assert!(n_held >= 1 && n_held <= info.n_val, "{rep:?}");
+    assert_eq!(rep.n_train, info.n_train);
+    eprintln!("held-out report: {rep:?}");
+    assert!(rep.n_heldout_keep > 0 && rep.n_heldout_reject > 0, "seed 3 holds out both classes: {rep:?}");
+    assert!(rep.profile.auc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{rep:?}");
+    assert_eq!(rep.baseline.as_ref().and_then(|b| b.auc), Some(1.0), "{rep:?}");
+    assert!(rep.warning.as_deref().is_some_and(|w| w.contains("Too few labels")), "{rep:?}");
     eprintln!("procedure profile file: {} bytes", std::fs::metadata(store.path_of(&out.file)).unwrap().len());
     // Nothing else left in the store: the profile file only (the run folder is gone).
     assert_eq!(entries(store.dir()), vec![out.file.clone()]);

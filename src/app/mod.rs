@@ -1062,6 +1062,10 @@ impl KeepersApp {
             test_views: 3,
             lite0: crate::model::weights::WeightsFile::EfficientNetLite0.path(),
             feature_cache: Some(self.opts.thumb_dir.with_file_name("features")),
+            baseline: self
+                .state()
+                .map(|st| st.photos.iter().filter_map(|p| p.quality().map(|q| (p.path.clone(), q as f64))).collect())
+                .unwrap_or_default(),
         };
         match t.submit(TasteJob::Procedure(Box::new(req))) {
             Ok(()) => {

@@ -739,6 +739,15 @@ fn report(ui: &mut Ui, r: &RunResult) {
     if r.left_out > 0 {
         ui.label(RichText::new(format!("{} labelled photos were left out: not scored yet.", r.left_out)).color(style::MUTED));
     }
+    heldout_table(ui, rep);
+    for n in &r.notes {
+        ui.label(RichText::new(n).small().color(style::MUTED));
+    }
+}
+
+/// The held-out figures of a profile beside the untuned model's, and the warning when there are
+/// too few labels to trust them.
+fn heldout_table(ui: &mut Ui, rep: &HeldOutReport) {
     if rep.n_heldout_keep + rep.n_heldout_reject > 0 {
         egui::Grid::new("taste_report").num_columns(4).striped(true).show(ui, |ui| {
             ui.label("");
@@ -753,9 +762,6 @@ fn report(ui: &mut Ui, r: &RunResult) {
     }
     if let Some(w) = &rep.warning {
         ui.label(RichText::new(w).color(style::STAR));
-    }
-    for n in &r.notes {
-        ui.label(RichText::new(n).small().color(style::MUTED));
     }
 }
 
@@ -1070,6 +1076,16 @@ fn proc_report(ui: &mut Ui, r: &ProcResult) {
         i.source,
         i.n_val
     ));
+    if let Some(rep) = &i.heldout {
+        ui.label(format!(
+            "Checked on {} held-out photos ({} kept, {} rejected; they also chose the best epoch) after training on {}.",
+            rep.n_heldout_keep + rep.n_heldout_reject,
+            rep.n_heldout_keep,
+            rep.n_heldout_reject,
+            rep.n_train
+        ));
+        heldout_table(ui, rep);
+    }
     if !i.metrics.is_empty() {
         egui::Grid::new("proc_metrics").num_columns(2).striped(true).show(ui, |ui| {
             for (k, v) in &i.metrics {

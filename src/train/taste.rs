@@ -326,6 +326,9 @@ pub struct ProcedureInfo {
     /// Images of the set that could not be read (left out), each `path: reason`.
     #[serde(default)]
     pub skipped: Vec<String>,
+    /// Keep / reject runs: the held-out comparison with the untuned model (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout: Option<super::taste_eval::HeldOutReport>,
 }
 
 impl ProcedureInfo {

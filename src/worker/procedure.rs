@@ -38,6 +38,7 @@ use crate::train::features::FeaturePlan;
 use crate::train::procedures::{self, EvalConfig, LoadedModel, Procedure, Progress, ProgressEvent, Task, TrainConfig};
 use crate::train::profiles::ProfileStore;
 use crate::train::taste::{ProcedureCheckpoint, ProcedureInfo, TasteConfig, TasteMetrics, TasteProfile, TasteSystem};
+use crate::train::taste_eval::{HeldOutReport, Labelled};
 
 /// Where the labels of a procedure run come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +141,9 @@ pub struct ProcedureRequest {
     pub lite0: PathBuf,
     /// Feature cache folder (`None`: not cached on disk).
     pub feature_cache: Option<PathBuf>,
+    /// The untuned model's technical-quality score per photo (the album's stored outputs; empty
+    /// for a CSV or AVA set): the held-out report's comparison.
+    pub baseline: HashMap<PathBuf, f64>,
 }
 
 /// A progress report of a procedure run.
@@ -349,7 +353,11 @@ pub fn run(
         metrics: meta.metrics.clone(),
         score_range,
         skipped: skipped.clone(),
+        heldout: None,
     };
+    let heldout =
+        if task == Task::Binary && !val.is_empty() { Some(heldout_report(r, &dir, &train, &val, &cfg).map_err(failed)?) } else { None };
+    let info = ProcedureInfo { heldout, ..info };
     let labels: Vec<usize> = ds.samples.iter().filter_map(|s| s.target.label).collect();
     let metrics = TasteMetrics {
         n_keep: labels.iter().filter(|&&l| l == 1).count(),
@@ -395,6 +403,35 @@ pub fn run(
         without_target: summary.without_target + without,
         notes,
     })
+}
+
+/// The held-out comparison of a keep / reject run (issue 8, item 3): the best checkpoint's keep
+/// probability on the validation photos (the labels training did not see; they did choose the
+/// best epoch, which the panel says), beside the untuned technical-quality score on the same
+/// photos when the request has it for every one of them.
+fn heldout_report(
+    r: &ProcedureRequest,
+    dir: &Path,
+    train: &Dataset,
+    val: &Dataset,
+    cfg: &TrainConfig,
+) -> procedures::Result<HeldOutReport> {
+    let model = procedures::load_model(&dir.join("best"), &r.lite0, None)?;
+    let ecfg = EvalConfig { threads: cfg.threads, batch: 4, seed: r.seed, lite0: r.lite0.clone(), feature_cache: r.feature_cache.clone() };
+    let paths: Vec<PathBuf> = val.samples.iter().map(|s| s.path.clone()).collect();
+    let (preds, _) = procedures::predict_photos(&model, &paths, None, &ecfg, |_, _| {})?;
+    let (mut held, mut scores, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (s, p)) in val.samples.iter().zip(preds).enumerate() {
+        if let (Some(label), Some(crate::model::heads::Prediction::Binary { p_high })) = (s.target.label, p) {
+            held.push(Labelled { id: i as i64, keep: label == 1, grade: label as f64 });
+            scores.push(p_high as f64);
+            base.push(r.baseline.get(&s.path).copied());
+        }
+    }
+    let baseline: Option<Vec<f64>> = base.into_iter().collect();
+    let train_keep = train.samples.iter().filter(|s| s.target.label == Some(1)).count();
+    let n_train = train.samples.iter().filter(|s| s.target.label.is_some()).count();
+    Ok(HeldOutReport::new(&held, n_train, train_keep, &scores, baseline.as_deref().filter(|b| !b.is_empty())))
 }
 
 /// Holds the calling thread while `pause` is set (reporting `out` once as paused); `Err` when
