@@ -210,9 +210,9 @@ def main():
     nested(view("full"), w1, y, fold, photo_head(rbf_krr), [(r, gm) for r in [0.003, 0.01, 0.03, 0.1] for gm in [0.06, 0.125, 0.25, 0.5]],
            "full, RBF kernel ridge")
     if a.torch:
-        p0 = signed_power(torch_patch_features(a.lite0, a.csv, a.images), 0.5)
-        print("torch Lite0 vs Rust, max |diff| of the grid means:",
-              np.abs(p0.mean(1) - signed_power(d["grid_mean"], 0.5)).max())
+        raw0 = torch_patch_features(a.lite0, a.csv, a.images)
+        print("torch Lite0 vs Rust, max |diff| of the grid means:", np.abs(raw0.mean(1) - d["grid_mean"]).max())
+        p0 = signed_power(raw0, 0.5)
         nested(p0, w1, y, fold, patch_ridge, [0.03, 0.1, 0.3, 1, 3], "grid, patch-level ridge")
         p2 = signed_power(torch_patch_features(a.lite2, a.csv, a.images), 0.5).mean(1)
         nested(p2, block_weights([LITE2]), y, fold, photo_head(ridge), r, "Lite2 grid (224 patches), ridge")
