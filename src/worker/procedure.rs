@@ -18,6 +18,9 @@
 //! - Images of a CSV / AVA set that cannot be read are skipped by the procedure's check, named in
 //!   the result (and kept in the profile's metadata), and training goes on.
 //!
+//! - A keep / reject run ends with the quick mode's held-out comparison ([`HeldOutReport`]): the
+//!   best checkpoint on the validation photos beside the untuned quality score of the same photos
+//!   ([`ProcedureRequest::baseline`]), stored in the profile's [`ProcedureInfo::heldout`].
 //! - A small-data profile leaves out the frozen backbone's tensors (bit-identical to the shipped
 //!   Lite0 weights; [`ProcedureCheckpoint::share_backbone`]) and [`load`] restores them from the
 //!   weights file, so a profile is its head's size, not the backbone's.
