@@ -455,3 +455,18 @@ fn the_photographers_keywords_become_style_tags() {
         assert!(mean(&with) > mean(&without) + 0.2, "{}: with {:?} without {:?}", head.name(), with, without);
     }
 }
+
+/// Profiles and checkpoints keep f64 metrics in JSON: they must read back bit-identical (serde_json's
+/// default float parser can be one ulp off; the crate enables `float_roundtrip`).
+#[test]
+fn json_metrics_read_back_bit_identical() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = (x >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((x % 9) as i32 - 4);
+        let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(back.to_bits(), v.to_bits(), "{v:e} read back as {back:e}");
+    }
+}

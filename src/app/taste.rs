@@ -654,31 +654,7 @@ pub fn panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
 
             ui.separator();
             ui.label(RichText::new("3. Train").strong());
-            ui.horizontal(|ui| {
-                ui.label("Profile name");
-                let mut name = t.name.clone();
-                let r = ui.text_edit_singleline(&mut name);
-                r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Profile name"));
-                if name != t.name {
-                    out.push(Command::Taste(TasteCommand::SetName(name)));
-                }
-            });
-            ui.horizontal(|ui| match &t.running {
-                None => {
-                    if ui.button("Start training").clicked() {
-                        out.push(Command::Taste(TasteCommand::Start));
-                    }
-                }
-                Some(_) => {
-                    let paused = app.taste_paused();
-                    if ui.button(if paused { "Resume" } else { "Pause" }).clicked() {
-                        out.push(Command::Taste(TasteCommand::Pause(!paused)));
-                    }
-                    if ui.button("Cancel training").clicked() {
-                        out.push(Command::Taste(TasteCommand::Cancel));
-                    }
-                }
-            });
+            train_controls(ui, app, TasteCommand::Start, &mut out);
             if let Some(run) = &t.running
                 && let Some(p) = &run.last
             {
@@ -707,6 +683,36 @@ pub fn panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
         });
     });
     out
+}
+
+/// The profile name and Start (sending `start`) / Pause-Resume / Cancel, shared by both modes.
+fn train_controls(ui: &mut Ui, app: &KeepersApp, start: TasteCommand, out: &mut Vec<Command>) {
+    let t = &app.taste_ui;
+    ui.horizontal(|ui| {
+        ui.label("Profile name");
+        let mut name = t.name.clone();
+        let r = ui.text_edit_singleline(&mut name);
+        r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Profile name"));
+        if name != t.name {
+            out.push(Command::Taste(TasteCommand::SetName(name)));
+        }
+    });
+    ui.horizontal(|ui| match &t.running {
+        None => {
+            if ui.button("Start training").clicked() {
+                out.push(Command::Taste(start));
+            }
+        }
+        Some(_) => {
+            let paused = app.taste_paused();
+            if ui.button(if paused { "Resume" } else { "Pause" }).clicked() {
+                out.push(Command::Taste(TasteCommand::Pause(!paused)));
+            }
+            if ui.button("Cancel training").clicked() {
+                out.push(Command::Taste(TasteCommand::Cancel));
+            }
+        }
+    });
 }
 
 fn curves(ui: &mut Ui, c: &RunView) {
@@ -981,31 +987,7 @@ fn advanced(ui: &mut Ui, app: &KeepersApp, prefs: &mut TastePrefs) -> Vec<Comman
 
     ui.separator();
     ui.label(RichText::new("4. Train").strong());
-    ui.horizontal(|ui| {
-        ui.label("Profile name");
-        let mut name = t.name.clone();
-        let r = ui.text_edit_singleline(&mut name);
-        r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, "Profile name"));
-        if name != t.name {
-            out.push(Command::Taste(TasteCommand::SetName(name)));
-        }
-    });
-    ui.horizontal(|ui| match &t.running {
-        None => {
-            if ui.button("Start training").clicked() {
-                out.push(Command::Taste(TasteCommand::StartProcedure));
-            }
-        }
-        Some(_) => {
-            let paused = app.taste_paused();
-            if ui.button(if paused { "Resume" } else { "Pause" }).clicked() {
-                out.push(Command::Taste(TasteCommand::Pause(!paused)));
-            }
-            if ui.button("Cancel training").clicked() {
-                out.push(Command::Taste(TasteCommand::Cancel));
-            }
-        }
-    });
+    train_controls(ui, app, TasteCommand::StartProcedure, &mut out);
     if let Some(run) = &t.running {
         match &run.proc_last {
             Some(p) if p.preparing => {

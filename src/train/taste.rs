@@ -1004,7 +1004,17 @@ impl TasteProfile {
         if weights.scale.iter().any(|&s| s <= 0.0) {
             return Err("a non-positive scale".into());
         }
-        Ok(Self {
+        Ok(Self::with_meta(m, weights, tags, None))
+    }
+
+    /// A profile of `m`'s description with these weights, tags and checkpoint.
+    fn with_meta(
+        m: ProfileMeta,
+        weights: TasteWeights,
+        tags: Vec<TagHead>,
+        procedure: Option<std::sync::Arc<ProcedureCheckpoint>>,
+    ) -> Self {
+        Self {
             name: m.name,
             system: m.system,
             created: m.created,
@@ -1015,8 +1025,8 @@ impl TasteProfile {
             themes: m.themes,
             weights,
             tags,
-            procedure: None,
-        })
+            procedure,
+        }
     }
 
     fn procedure_from(m: ProfileMeta, meta: &HashMap<String, String>, tensors: &HashMap<String, Tensor>) -> Result<Self, String> {
@@ -1049,18 +1059,7 @@ impl TasteProfile {
             return Err(format!("tensor {} is both in the file and shared with the backbone", s.name));
         }
         let empty = TasteWeights { mean: Vec::new(), scale: Vec::new(), w: Vec::new(), b: 0.0, themes: Vec::new() };
-        Ok(Self {
-            name: m.name,
-            system: m.system,
-            created: m.created,
-            n_labels: m.n_labels,
-            metrics: m.metrics,
-            config: m.config,
-            backbone_sha256: m.backbone_sha256,
-            themes: m.themes,
-            weights: empty,
-            tags: Vec::new(),
-            procedure: Some(std::sync::Arc::new(ProcedureCheckpoint { info, checkpoint, tensors: list, backbone })),
-        })
+        let ckpt = ProcedureCheckpoint { info, checkpoint, tensors: list, backbone };
+        Ok(Self::with_meta(m, empty, Vec::new(), Some(std::sync::Arc::new(ckpt))))
     }
 }

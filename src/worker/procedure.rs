@@ -293,7 +293,7 @@ pub fn run(
     let mut steps = 0u64;
     let mut progress = |p: &Progress| {
         steps = steps.max(p.global_step);
-        let mut out = ProcedureProgress {
+        let out = ProcedureProgress {
             stage: p.stage.clone(),
             stage_index: p.stage_index,
             stages: p.stages,
@@ -311,15 +311,8 @@ pub fn run(
         if p.event == ProgressEvent::StageEnd {
             return;
         }
-        let mut said = false;
-        while pause.load(Ordering::SeqCst) && !cancel.load(Ordering::SeqCst) {
-            if !said {
-                report(ProcedureProgress { paused: true, ..out.clone() });
-                said = true;
-            }
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        out.paused = false;
+        // A cancel here is seen by the trainer before its next step.
+        let _ = hold(cancel, pause, &out, &mut *report);
         report(out);
     };
     let summary = procedures::train(&cfg, &train, &val, &dir, &mut progress, cancel).map_err(failed)?;

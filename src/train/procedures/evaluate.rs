@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
 use super::stage::{RunExtra, extra_of};
@@ -98,6 +98,18 @@ pub fn load_model(checkpoint: &Path, lite0: &Path, test_views: Option<usize>) ->
     let (dir, name) = checkpoint_location(checkpoint);
     let meta = checkpoint::load_meta(&dir, &name)?.ok_or_else(|| cfg_err(format!("{}: no checkpoint {name:?} there", dir.display())))?;
     let extra: RunExtra = extra_of(&meta)?;
+    rebuild(meta, extra, lite0, test_views, |vars| checkpoint::load(&dir, &name, vars, None).map(|_| ()).map_err(Into::into))
+}
+
+/// The system `meta` describes (with `extra`, its run's settings; `test_views` overriding the
+/// stored test-time views), its variables set by `set`.
+fn rebuild(
+    meta: CheckpointMeta,
+    extra: RunExtra,
+    lite0: &Path,
+    test_views: Option<usize>,
+    set: impl FnOnce(&[(String, Var)]) -> Result<()>,
+) -> Result<LoadedModel> {
     let mut spec = extra.spec.clone();
     if let Some(n) = test_views {
         spec.test_groups = n.max(1);
@@ -106,7 +118,7 @@ pub fn load_model(checkpoint: &Path, lite0: &Path, test_views: Option<usize>) ->
     let varmap = VarMap::new();
     let sys = System::build(&spec.config()?, &varmap, DType::F32, &Device::Cpu, lite0, meta.seed)
         .map_err(|e| ProcedureError::Other(format!("{e:#}")))?;
-    checkpoint::load(&dir, &name, &named_vars(&varmap), None)?;
+    set(&named_vars(&varmap))?;
     Ok(LoadedModel {
         sys,
         varmap,
@@ -125,24 +137,12 @@ pub fn load_model(checkpoint: &Path, lite0: &Path, test_views: Option<usize>) ->
 /// other tensor.
 pub fn load_model_from(meta: &CheckpointMeta, tensors: &HashMap<String, Tensor>, lite0: &Path, origin: &Path) -> Result<LoadedModel> {
     let extra: RunExtra = extra_of(meta)?;
-    let spec = extra.spec.clone();
-    let varmap = VarMap::new();
-    let sys = System::build(&spec.config()?, &varmap, DType::F32, &Device::Cpu, lite0, meta.seed)
-        .map_err(|e| ProcedureError::Other(format!("{e:#}")))?;
-    let unused = checkpoint::set_vars(origin, tensors, &named_vars(&varmap))?;
-    if !unused.is_empty() {
-        return Err(cfg_err(format!("{}: has tensors the model lacks: {}", origin.display(), unused.join(", "))));
-    }
-    Ok(LoadedModel {
-        sys,
-        varmap,
-        spec,
-        std: extra.std,
-        rules: extra.rules.clone(),
-        cached: extra.cached,
-        plan: extra.feature_plan(),
-        theme_names: extra.theme_names.clone(),
-        meta: meta.clone(),
+    rebuild(meta.clone(), extra, lite0, None, |vars| {
+        let unused = checkpoint::set_vars(origin, tensors, vars)?;
+        if !unused.is_empty() {
+            return Err(cfg_err(format!("{}: has tensors the model lacks: {}", origin.display(), unused.join(", "))));
+        }
+        Ok(())
     })
 }
 
