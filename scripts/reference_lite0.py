@@ -228,24 +228,42 @@ def relu6(x):
     return np.clip(x, 0.0, 6.0)
 
 
-def forward(w, blocks, inp):
+def mean_std(x):
+    """Per-channel spatial mean and population std of a (C, H, W) map: [means, stds]."""
+    flat = x.reshape(x.shape[0], -1)
+    return np.concatenate([flat.mean(axis=1), flat.std(axis=1)])
+
+
+def forward(w, blocks, inp, levels=None):
     """inp (1, 3, 224, 224) float32 -> (logits (1000,), probabilities (1000,)).
 
-    Arithmetic runs in the dtype of the weights ``w`` (float64 by default)."""
+    Arithmetic runs in the dtype of the weights ``w`` (float64 by default). With a dict
+    ``levels``, also stores the multi-level statistics of src/model/multilevel.rs:
+    ``levels["stages"]`` (mean/std of the stem, each stage's output, the head) and
+    ``levels["dw"]`` (mean/std of each block's activation after its depthwise conv, BN and
+    ReLU6)."""
     dtype = w["_fc.weight"].dtype
     x = inp[0].astype(dtype)
     x = relu6(batchnorm(conv2d(x, w["_conv_stem.weight"], 2), w, "_bn0"))
+    stages, dws = [mean_std(x)], []
     for idx, (k, s, e, cin, cout) in enumerate(blocks):
         p = f"_blocks.{idx}."
         h = x
         if e != 1:
             h = relu6(batchnorm(conv2d(h, w[p + "_expand_conv.weight"], 1), w, p + "_bn0"))
         h = relu6(batchnorm(depthwise(h, w[p + "_depthwise_conv.weight"], s), w, p + "_bn1"))
+        dws.append(mean_std(h))
         h = batchnorm(conv2d(h, w[p + "_project_conv.weight"], 1), w, p + "_bn2")
         if s == 1 and cin == cout:
             h = h + x
         x = h
+        if idx + 1 == len(blocks) or blocks[idx + 1][4] != cout:
+            stages.append(mean_std(x))
     x = relu6(batchnorm(conv2d(x, w["_conv_head.weight"], 1), w, "_bn1"))
+    if levels is not None:
+        stages.append(mean_std(x))
+        levels["stages"] = np.concatenate(stages)
+        levels["dw"] = np.concatenate(dws)
     pooled = x.mean(axis=(1, 2))
     logits = w["_fc.weight"] @ pooled + w["_fc.bias"]
     z = logits - logits.max()
@@ -283,6 +301,9 @@ def main():
     ap.add_argument("--outputs-json", help="write top-k indices/probabilities per input")
     ap.add_argument("--fixture", help="write all 1000 probabilities per input (8 decimals) as the "
                                       "test fixture tests/data/lite0_reference.json")
+    ap.add_argument("--levels-fixture", help="write the multi-level statistics (stage and depthwise "
+                                             "taps, 7 decimals) per input as the test fixture "
+                                             "tests/data/lite0_levels_reference.json")
     args = ap.parse_args()
 
     if bool(args.images) == bool(args.input_raw):
@@ -313,8 +334,11 @@ def main():
                 tensor.astype("<f4").tofile(os.path.join(args.dump_input, stem + ".f32"))
 
     results = []
+    levels_rows = []
     for path, tensor in inputs:
-        logits, probs = forward(w, blocks, tensor)
+        levels = {}
+        logits, probs = forward(w, blocks, tensor, levels)
+        levels_rows.append(levels)
         order = np.argsort(-probs, kind="stable")[:args.topk]
         top = [(int(i), names[i], float(probs[i])) for i in order]
         results.append((path, top, logits, probs))
@@ -354,6 +378,18 @@ def main():
                         for path, _, _, probs in results],
         }
         with open(args.fixture, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+            fh.write("\n")
+    if args.levels_fixture:
+        doc = {
+            "command": cmd,
+            "arithmetic": "float32" if args.float32 else "float64",
+            "results": [{"file": rel(path),
+                         "stages": [round(float(v), 7) for v in lv["stages"]],
+                         "dw": [round(float(v), 7) for v in lv["dw"]]}
+                        for (path, _, _, _), lv in zip(results, levels_rows)],
+        }
+        with open(args.levels_fixture, "w", encoding="utf-8") as fh:
             json.dump(doc, fh)
             fh.write("\n")
     if args.outputs_json:

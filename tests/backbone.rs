@@ -107,3 +107,49 @@ fn features_map_and_pooled_agree() {
     let d = (folded.map - f.map).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d < 1e-3, "folded and plain feature maps differ by {d}");
 }
+
+#[derive(serde::Deserialize)]
+struct LevelsFixture {
+    command: String,
+    results: Vec<LevelsRow>,
+}
+
+#[derive(serde::Deserialize)]
+struct LevelsRow {
+    file: String,
+    stages: Vec<f32>,
+    dw: Vec<f32>,
+}
+
+/// The multi-level statistics the quality model reads (`multilevel_stats`: per-channel mean and
+/// std of the stage outputs, or of every block's depthwise activation) agree with the numpy
+/// float64 reference (`--levels-fixture`, fixture `tests/data/lite0_levels_reference.json`) on
+/// every one of their 4192 / 17920 values, and the pooled head feature of the same pass is the
+/// stage vector's head means.
+#[test]
+fn multilevel_statistics_match_numpy_reference() {
+    use keepers::model::multilevel::{DW_DIM, STATS_DIM, Taps, multilevel_stats};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fx: LevelsFixture =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/lite0_levels_reference.json")).unwrap()).unwrap();
+    assert!(fx.command.starts_with("python3 scripts/reference_lite0.py"));
+    let dev = Device::Cpu;
+    let net = load_lite0(&WeightsFile::EfficientNetLite0.path(), DType::F32, &dev).unwrap().fold(DType::F32).unwrap();
+    for row in &fx.results {
+        let img = load_rgb(&root.join(&row.file)).unwrap();
+        let x = imagenet_batch(&[&img], 224, &dev).unwrap();
+        for (taps, want, dim) in [(Taps::Stages, &row.stages, STATS_DIM), (Taps::Depthwise, &row.dw, DW_DIM)] {
+            let (stats, _) = multilevel_stats(&net, &x, taps).unwrap();
+            let got = stats.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!((got.len(), want.len()), (dim, dim), "{taps:?}");
+            // f32 against f64: relative 1e-3 of the value's magnitude, at least 1e-4.
+            let (worst, at) = got
+                .iter()
+                .zip(want.iter())
+                .enumerate()
+                .map(|(i, (g, w))| ((g - w).abs() / w.abs().max(0.1), i))
+                .fold((0f32, 0), |a, b| if b.0 > a.0 { b } else { a });
+            assert!(worst < 1e-3, "{} {taps:?}: value {at} is {} against the reference {}", row.file, got[at], want[at]);
+        }
+    }
+}

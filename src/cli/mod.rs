@@ -142,12 +142,13 @@ pub enum Command {
         #[arg(long, default_value = "multilevel")]
         system: String,
         /// multilevel: feature plans cross-validated, comma-separated; each is views joined by
-        /// `+` from grid, full, half, brisque, then optionally `:b<block balance>` and `:p<power>`
-        /// (src/model/multilevel.rs).
+        /// `+` from grid, full, half, brisque, then optionally `:b<block balance>`, `:p<power>` and
+        /// `:dw` (pool the blocks' depthwise activations instead of the stage outputs;
+        /// src/model/multilevel.rs).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1"
+            default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1,grid:p0.5:dw,grid:b0.5:p0.5:dw,grid:b1:p0.5:dw,full:p0.5:dw,grid+full:p0.5:dw"
         )]
         plans: Vec<String>,
         /// multilevel: ridge penalties relative to the feature count (lambda = r * d), ascending.
@@ -163,6 +164,11 @@ pub enum Command {
         /// safetensors file (for analysis outside Keepers, e.g. numpy).
         #[arg(long)]
         export_features: Option<PathBuf>,
+        /// multilevel: photos of the acceptance check (every plan before it ships: its blurred
+        /// and JPEG + noise copies must score lower for 80 % of them; src/train/degrade.rs).
+        /// Default: the bundled sample album.
+        #[arg(long)]
+        accept_photos: Option<PathBuf>,
     },
     /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
     /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
@@ -319,6 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             inner_folds,
             cv_only,
             export_features,
+            accept_photos,
         }) => match system.as_str() {
             "multilevel" => {
                 let plans = plans
@@ -341,6 +348,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     cache,
                     cv_only,
                     export_features: export_features.as_deref(),
+                    accept_photos: accept_photos.unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")),
                 })
             }
             "dma-fc" => train_quality::run(train_quality::TrainQualityArgs {

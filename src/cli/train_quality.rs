@@ -37,7 +37,7 @@ use rayon::prelude::*;
 
 use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::heads::HeadKind;
-use crate::model::multilevel::{LevelsPlan, PhotoLevels, View, photo_levels};
+use crate::model::multilevel::{LevelsPlan, LinearHead, PhotoLevels, Taps, View, photo_levels};
 use crate::model::quality::{
     self, CONFIG_FILE, LEGACY_DMA_CONFIG_FILE, LEGACY_DMA_MODEL_ID, LEGACY_DMA_WEIGHTS_FILE, MODEL_ID, QualityConfig, QualityModel,
 };
@@ -45,6 +45,7 @@ use crate::model::systems::{ColumnKind, System, SystemConfig, SystemId, patches_
 use crate::model::weights::{self, WeightsFile};
 use crate::train::cv::{fold_ids, mean_std};
 use crate::train::data::Target;
+use crate::train::degrade::{self, Acceptance};
 use crate::train::features::{FeaturePlan, PhotoFeatures};
 use crate::train::metrics::{plcc, srcc};
 use crate::train::pipeline::load_checked;
@@ -359,14 +360,21 @@ pub struct MultilevelArgs<'a> {
     pub cv_only: bool,
     /// Write the features, scores and folds of every photo read here (see [`export_features`]).
     pub export_features: Option<&'a Path>,
+    /// Folder of photos for the acceptance check ([`crate::train::degrade`]).
+    pub accept_photos: PathBuf,
 }
 
-/// Every view of one photo (grid patches, whole photo, half size, BRISQUE), cached by (path,
-/// size, mtime, grid, backbone); the plans take what they need.
-fn cached_levels(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache: &Path) -> anyhow::Result<PhotoLevels> {
+/// Every view of one photo (grid patches, whole photo, half size, BRISQUE) with one set of taps,
+/// cached by (path, size, mtime, grid, taps, backbone); the plans take what they need.
+fn cached_levels(path: &Path, grid_max: u32, taps: Taps, net: &FoldedLite, sha: &str, cache: &Path) -> anyhow::Result<PhotoLevels> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let id = format!("{}\n{}\n{}\nlevels-v1-max{}-patch{}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
+    // The stage taps keep the id they had before other taps existed (caches stay valid).
+    let tap_id = match taps {
+        Taps::Stages => String::new(),
+        t => format!("-{t:?}"),
+    };
+    let id = format!("{}\n{}\n{}\nlevels-v1-max{}-patch{}{tap_id}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
     let file = cache.join(format!("{}.safetensors", &weights::sha256_hex(id.as_bytes())[..32]));
     if let Ok(m) = candle_core::safetensors::load(&file, &Device::Cpu) {
         let get = |k: &str| m.get(k).cloned();
@@ -385,7 +393,7 @@ fn cached_levels(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache:
     let img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let patches = quality::grid_patches(&img, grid_max, quality::PATCH);
     let imgs: Vec<&image::RgbImage> = patches.iter().map(|g| &g.patch.image).collect();
-    let every = LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0, power: 1.0 };
+    let every = LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0, power: 1.0, taps };
     let lv = photo_levels(net, &[&img], &[imgs], &every, 64, &Device::Cpu)?.remove(0);
     let vec1 = |v: &[f32]| Tensor::new(v, &Device::Cpu);
     let map = HashMap::from([
@@ -401,9 +409,9 @@ fn cached_levels(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache:
     Ok(lv)
 }
 
-/// Writes `file` (safetensors): `grid_mean` `(N, STATS_DIM)` (the mean of each photo's grid
-/// patch vectors), `grid_patch_std` `(N, STATS_DIM)` (their population std across the patches), `full`,
-/// `half` `(N, STATS_DIM)`, `brisque` `(N, 36)`, `score` `(N)` and `fold` `(N)` (the outer fold
+/// Writes `file` (safetensors), with the taps of the first plan: `grid_mean` `(N, taps.dim())`
+/// (the mean of each photo's grid patch vectors), `grid_patch_std` (their population std across
+/// the patches), `full`, `half` (the whole-photo views), `brisque` `(N, 36)`, `score` `(N)` and `fold` `(N)` (the outer fold
 /// of each photo), rows in the order of the CSV's readable photos.
 fn export_features(file: &Path, lv: &[&PhotoLevels], scores: &[f64], folds: &[usize]) -> anyhow::Result<()> {
     let dev = Device::Cpu;
@@ -461,30 +469,46 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     let cache = a.cache.clone().unwrap_or_else(super::cv::default_cache).join("quality-levels");
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
 
-    let t0 = std::time::Instant::now();
-    let mut levels: Vec<Option<PhotoLevels>> = Vec::with_capacity(paths.len());
-    let mut skipped = Vec::new();
-    for (i, p) in paths.iter().enumerate() {
-        match cached_levels(p, a.grid_max, &net, &sha, &cache) {
-            Ok(l) => levels.push(Some(l)),
-            Err(e) => {
-                eprintln!("\nskipped {}: {e:#}", p.display());
-                skipped.push(p.display().to_string());
-                levels.push(None);
-            }
+    // One pass per set of taps the plans use; a photo that fails is skipped by every plan.
+    let mut tap_sets: Vec<Taps> = Vec::new();
+    for p in a.plans {
+        if !tap_sets.contains(&p.taps) {
+            tap_sets.push(p.taps);
         }
-        eprint!("\r  multi-level features {}/{}", i + 1, paths.len());
     }
-    eprintln!("\r  multi-level features: {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
-    let kept: Vec<usize> = (0..paths.len()).filter(|&i| levels[i].is_some()).collect();
+    let mut by_taps: Vec<Vec<Option<PhotoLevels>>> = Vec::new();
+    let mut skipped = Vec::new();
+    for &taps in &tap_sets {
+        let t0 = std::time::Instant::now();
+        let mut levels: Vec<Option<PhotoLevels>> = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            match cached_levels(p, a.grid_max, taps, &net, &sha, &cache) {
+                Ok(l) => levels.push(Some(l)),
+                Err(e) => {
+                    if !skipped.contains(&p.display().to_string()) {
+                        eprintln!("\nskipped {}: {e:#}", p.display());
+                        skipped.push(p.display().to_string());
+                    }
+                    levels.push(None);
+                }
+            }
+            eprint!("\r  multi-level features ({taps:?} taps) {}/{}", i + 1, paths.len());
+        }
+        eprintln!("\r  multi-level features ({taps:?} taps): {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
+        by_taps.push(levels);
+    }
+    let kept: Vec<usize> = (0..paths.len()).filter(|&i| by_taps.iter().all(|l| l[i].is_some())).collect();
     if kept.len() < a.folds * 2 {
         bail!("only {} of {} photos could be read (is --images right?)", kept.len(), paths.len());
     }
-    let lv: Vec<&PhotoLevels> = kept.iter().map(|&i| levels[i].as_ref().unwrap()).collect();
+    let lv_of = |taps: Taps| -> Vec<&PhotoLevels> {
+        let set = &by_taps[tap_sets.iter().position(|t| *t == taps).expect("every plan's taps were computed")];
+        kept.iter().map(|&i| set[i].as_ref().unwrap()).collect()
+    };
     let scores: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
     let folds = fold_ids(scores.len(), a.folds, a.seed);
     if let Some(file) = a.export_features {
-        export_features(file, &lv, &scores, &folds)?;
+        export_features(file, &lv_of(a.plans[0].taps), &scores, &folds)?;
     }
 
     println!(
@@ -501,6 +525,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     let mut results: Vec<PlanFigures> = Vec::new();
     for plan in a.plans {
         let t = std::time::Instant::now();
+        let lv = lv_of(plan.taps);
         let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
         let d = plan.dim();
         let cw = plan.column_weights();
@@ -532,7 +557,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
                 if l == lambda {
                     f.srcc.push(srcc(&pred, &truth).unwrap_or(f64::NAN));
                     f.plcc.push(plcc(&pred, &truth).unwrap_or(f64::NAN));
-                    f.lambda_rel.push(l / scale);
+                    f.lambda_rel.push((l / scale * 1e9).round() / 1e9);
                 }
                 f.curve_srcc[j].push(srcc(&pred, &truth).unwrap_or(f64::NAN));
                 f.curve_plcc[j].push(plcc(&pred, &truth).unwrap_or(f64::NAN));
@@ -545,7 +570,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
             d,
             ms(&f.srcc),
             ms(&f.plcc),
-            f.lambda_rel.iter().map(|r| format!("{r}")).collect::<Vec<_>>().join(","),
+            f.lambda_rel.iter().map(|r| format!("{}", (r * 1e9).round() / 1e9)).collect::<Vec<_>>().join(","),
             f.seconds
         );
         println!("{:>15} per fold SRCC {} PLCC {}", "", per_fold(&f.srcc), per_fold(&f.plcc));
@@ -555,20 +580,42 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     }
     let top = results.iter().max_by(|x, y| mean_std(&x.srcc).0.total_cmp(&mean_std(&y.srcc).0)).cloned().expect("a plan");
     println!("best plan by nested-CV mean SRCC: {} (SRCC {}, PLCC {})", top.plan, ms(&top.srcc), ms(&top.plcc));
-    // Shipped: the cheapest plan within SHIP_MARGIN of the best mean. A plan of grid views only
-    // costs nothing beyond the grid patches the app computes anyway; a whole-photo or half-size
-    // pass or BRISQUE costs more (the whole photo: 2x the time at 1024 px, 25x on a 12-MP photo).
+    // Shipped: the cheapest plan within SHIP_MARGIN of the best mean that passes the acceptance
+    // check. A plan of grid views only costs nothing beyond the grid patches the app computes
+    // anyway; a whole-photo or half-size pass or BRISQUE costs more (the whole photo: 2x the time
+    // at 1024 px, 25x on a 12-MP photo). A plan whose final fit fails the check is dropped and the
+    // rule applied again to the rest.
     const SHIP_MARGIN: f64 = 0.01;
     let extra =
         |name: &str| a.plans.iter().find(|p| p.name() == name).is_some_and(|p| p.brisque || p.views.iter().any(|v| *v != View::Grid));
-    let best = results
-        .iter()
-        .filter(|f| mean_std(&f.srcc).0 >= mean_std(&top.srcc).0 - SHIP_MARGIN)
-        .max_by(|x, y| (!extra(&x.plan)).cmp(&!extra(&y.plan)).then(mean_std(&x.srcc).0.total_cmp(&mean_std(&y.srcc).0)))
-        .cloned()
-        .expect("the top plan qualifies");
+    let accept_photos = load_accept_photos(&a.accept_photos)?;
+    let mut remaining = results.clone();
+    let mut checks: Vec<(String, Acceptance)> = Vec::new();
+    let (best, plan, fit) = loop {
+        let Some(top) = remaining.iter().max_by(|x, y| mean_std(&x.srcc).0.total_cmp(&mean_std(&y.srcc).0)).cloned() else {
+            bail!(
+                "no plan passed the acceptance check ({})",
+                checks.iter().map(|(p, c)| format!("{p}: {c}")).collect::<Vec<_>>().join("; ")
+            );
+        };
+        let best = remaining
+            .iter()
+            .filter(|f| mean_std(&f.srcc).0 >= mean_std(&top.srcc).0 - SHIP_MARGIN)
+            .max_by(|x, y| (!extra(&x.plan)).cmp(&!extra(&y.plan)).then(mean_std(&x.srcc).0.total_cmp(&mean_std(&y.srcc).0)))
+            .cloned()
+            .expect("the top plan qualifies");
+        let plan = a.plans.iter().find(|p| p.name() == best.plan).unwrap().clone();
+        let fit = fit_all(a.lambdas, a.inner_folds, a.seed, &plan, &lv_of(plan.taps), &scores)?;
+        let check = acceptance_check(&net, &plan, &fit.head, a.grid_max, &accept_photos)?;
+        println!("acceptance check of {} (final fit, {} photos of {}): {check}", best.plan, check.photos, a.accept_photos.display());
+        checks.push((best.plan.clone(), check));
+        if check.passed() {
+            break (best, plan, fit);
+        }
+        remaining.retain(|f| f.plan != best.plan);
+    };
     println!(
-        "shipped plan (the cheapest within {SHIP_MARGIN} SRCC of the best): {} (SRCC {}, PLCC {})",
+        "shipped plan (the cheapest within {SHIP_MARGIN} SRCC of the best that passes the acceptance check): {} (SRCC {}, PLCC {})",
         best.plan,
         ms(&best.srcc),
         ms(&best.plcc)
@@ -577,10 +624,66 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
         eprintln!("total {:.1} s", t_start.elapsed().as_secs_f64());
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let plan = a.plans.iter().find(|p| p.name() == best.plan).unwrap().clone();
-    save_multilevel(&a, &plan, &best, &results, &lv, &scores, &kept, &paths, &sha, skipped, &lite0)?;
+    save_multilevel(&a, &plan, &best, &results, &fit, &checks, &lv_of(plan.taps), &scores, &kept, &paths, &sha, skipped, &lite0)?;
     eprintln!("total {:.1} s", t_start.elapsed().as_secs_f64());
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The photos of the acceptance check: every JPEG / PNG in `dir`, sorted by name.
+fn load_accept_photos(dir: &Path) -> anyhow::Result<Vec<image::RgbImage>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the acceptance photos in {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("jpg" | "jpeg" | "png")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no JPEG or PNG photos for the acceptance check", dir.display());
+    }
+    files.iter().map(|p| load_checked(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))).collect()
+}
+
+/// [`degrade::acceptance`] of a plan's head, scored as the app scores (grid patches,
+/// [`photo_levels`], [`LinearHead::patch_scores`]).
+fn acceptance_check(
+    net: &FoldedLite,
+    plan: &LevelsPlan,
+    head: &LinearHead,
+    grid_max: u32,
+    photos: &[image::RgbImage],
+) -> anyhow::Result<Acceptance> {
+    degrade::acceptance(photos, |imgs| -> anyhow::Result<Vec<f64>> {
+        let patches: Vec<_> = imgs.iter().map(|i| quality::grid_patches(i, grid_max, quality::PATCH)).collect();
+        let grids: Vec<Vec<&image::RgbImage>> = patches.iter().map(|p| p.iter().map(|g| &g.patch.image).collect()).collect();
+        let lv = photo_levels(net, imgs, &grids, plan, 64, &Device::Cpu)?;
+        Ok(lv.iter().map(|l| head.patch_scores(plan, l).map(|s| s.0)).collect::<candle_core::Result<_>>()?)
+    })
+}
+
+/// A plan's head refitted on every photo, lambda chosen by inner CV on all of them.
+struct FinalFit {
+    head: LinearHead,
+    lambda: f64,
+    scale: f64,
+    inner: Vec<f64>,
+}
+
+fn fit_all(
+    lambdas: &[f64],
+    inner_folds: usize,
+    seed: u64,
+    plan: &LevelsPlan,
+    lv: &[&PhotoLevels],
+    scores: &[f64],
+) -> anyhow::Result<FinalFit> {
+    let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
+    let xr: Vec<&[f64]> = x.iter().map(Vec::as_slice).collect();
+    let cw = plan.column_weights();
+    let scale: f64 = cw.iter().map(|w| w * w).sum();
+    let grid: Vec<f64> = lambdas.iter().map(|r| r * scale).collect();
+    let (lambda, inner) = ridge::nested_lambda(&xr, scores, &grid, Some(&cw), inner_folds, seed).map_err(anyhow::Error::msg)?;
+    let head = ridge::fit(&xr, scores, lambda, Some(&cw)).map_err(anyhow::Error::msg)?;
+    Ok(FinalFit { head, lambda, scale, inner })
 }
 
 /// Refits the chosen plan on every photo (lambda by inner CV on all of them), writes
@@ -592,6 +695,8 @@ fn save_multilevel(
     plan: &LevelsPlan,
     best: &PlanFigures,
     results: &[PlanFigures],
+    fit: &FinalFit,
+    checks: &[(String, Acceptance)],
     lv: &[&PhotoLevels],
     scores: &[f64],
     kept: &[usize],
@@ -600,21 +705,16 @@ fn save_multilevel(
     skipped: Vec<String>,
     lite0: &Path,
 ) -> anyhow::Result<()> {
-    let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
-    let xr: Vec<&[f64]> = x.iter().map(Vec::as_slice).collect();
     let d = plan.dim();
-    let cw = plan.column_weights();
-    let scale: f64 = cw.iter().map(|w| w * w).sum();
-    let grid: Vec<f64> = a.lambdas.iter().map(|r| r * scale).collect();
-    let (lambda, inner) = ridge::nested_lambda(&xr, scores, &grid, Some(&cw), a.inner_folds, a.seed).map_err(anyhow::Error::msg)?;
-    let head = ridge::fit(&xr, scores, lambda, Some(&cw)).map_err(anyhow::Error::msg)?;
+    let FinalFit { head, lambda, scale, inner } = fit;
+    let (lambda, scale) = (*lambda, *scale);
     let train_pred: Vec<f64> = lv.iter().map(|l| head.patch_scores(plan, l).map(|s| s.0)).collect::<candle_core::Result<_>>()?;
     let train_srcc = srcc(&train_pred, scores).unwrap_or(f64::NAN);
     println!(
         "final fit on all {} photos, plan {} (d = {d}), lambda = {} * {scale:.4} (inner {}-fold CV on all photos; inner mean SRCC {:.3}); on its own training photos (a sanity check only): SRCC {train_srcc:.3}",
         scores.len(),
         plan.name(),
-        lambda / scale,
+        (lambda / scale * 1e9).round() / 1e9,
         a.inner_folds,
         inner.iter().cloned().fold(f64::MIN, f64::max),
     );
@@ -668,10 +768,18 @@ fn save_multilevel(
             "data": a.data.display().to_string(),
             "photos": scores.len(),
             "skipped": skipped,
-            "features": "multi-level Lite0 (src/model/multilevel.rs): per-channel mean and std of the stem, the 7 stages and the head, \
-                         on the grid patches (mean over patches), the whole photo and the half-size photo; BRISQUE's 36 features",
+            "features": match plan.taps {
+                Taps::Stages => "multi-level Lite0 (src/model/multilevel.rs): per-channel mean and std of the stem, the 7 stages and the head, \
+                                 on the grid patches (mean over patches), the whole photo and the half-size photo; BRISQUE's 36 features",
+                Taps::Depthwise => "multi-level Lite0 (src/model/multilevel.rs): per-channel mean and std of each of the 16 blocks' expanded \
+                                    activations after the depthwise convolution, on the grid patches (mean over patches), the whole photo \
+                                    and the half-size photo; BRISQUE's 36 features",
+                Taps::All => "multi-level Lite0 (src/model/multilevel.rs): per-channel mean and std of the stem, the 7 stages, the head \
+                              and each of the 16 blocks' expanded activations after the depthwise convolution, on the grid patches \
+                              (mean over patches), the whole photo and the half-size photo; BRISQUE's 36 features",
+            },
             "fit": {"method": "ridge regression, closed form (dual, Cholesky, f64), standardised features, centred MOS",
-                    "lambda_rel": lambda / scale, "lambda_scale": scale, "column_weights": "LevelsPlan::column_weights (balance)", "lambda": lambda, "lambda_grid_rel": a.lambdas,
+                    "lambda_rel": (lambda / scale * 1e9).round() / 1e9, "lambda_scale": scale, "column_weights": "LevelsPlan::column_weights (balance)", "lambda": lambda, "lambda_grid_rel": a.lambdas,
                     "lambda_selection": format!("inner {}-fold CV (seed {}) on all photos, best mean SRCC", a.inner_folds, a.seed),
                     "inner_cv_srcc": inner},
             "cv": {"folds": a.folds, "seed": a.seed, "inner_folds": a.inner_folds,
@@ -679,6 +787,10 @@ fn save_multilevel(
                    "scored_by": "photo_levels + LinearHead::patch_scores, the app's inference, on the photos as decoded",
                    "chosen": summary(best), "plans": results.iter().map(summary).collect::<Vec<_>>()},
             "training_set_srcc": train_srcc,
+            "acceptance": {"rule": format!("blurred (sigma {}) and JPEG q{} + noise (sigma {}) copies of the photos in {} score lower than the originals for at least {} % of them (src/train/degrade.rs); plans failing it are not shipped",
+                                           degrade::BLUR_SIGMA, degrade::JPEG_QUALITY, degrade::NOISE_SIGMA,
+                                           a.accept_photos.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&a.accept_photos).display(), degrade::ACCEPT_FRACTION * 100.0),
+                           "checked": checks.iter().map(|(p, c)| serde_json::json!({"plan": p, "photos": c.photos, "blur_lower": c.blur_lower, "noise_lower": c.noise_lower, "passed": c.passed()})).collect::<Vec<_>>()},
             "command": format!(
                 "keepers train-quality --system multilevel --data {} --out {} --folds {} --seed {} --plans {} --lambdas {} --inner-folds {} --grid-max {}",
                 a.data.display(), a.out.display(), a.folds, a.seed,

@@ -366,6 +366,17 @@ struct FoldedBlock {
     residual: bool,
 }
 
+/// An intermediate map of [`FoldedLite::features_tapped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tap {
+    /// The stem's output.
+    Stem,
+    /// Block `i`'s expanded activation after the depthwise convolution (before the projection).
+    Depthwise(usize),
+    /// Stage `s`'s output (0-based).
+    Stage(usize),
+}
+
 /// Inference-only Lite backbone with BatchNorm folded in (see module docs).
 #[derive(Debug, Clone)]
 pub struct FoldedLite {
@@ -392,19 +403,15 @@ impl FoldedLite {
         self.features_tapped(x, &mut |_, _| Ok(()))
     }
 
-    /// Number of intermediate maps [`Self::features_tapped`] hands out: the stem's output and
-    /// each stage's output (the final head map is in the returned [`Features`]).
-    pub fn taps(&self) -> usize {
-        1 + self.stage_ends.len()
-    }
-
-    /// [`Self::features`], calling `tap(i, map)` with the stem's output (`i = 0`, NHWC
-    /// `(N, H/2, W/2, stem channels)`) and each stage's output (`i = 1..=stages`, after the
-    /// stage's last block, residual included) as they are computed. The multi-level quality
-    /// features ([`super::multilevel`]) pool these.
-    pub fn features_tapped(&self, x: &Tensor, tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>) -> Result<Features> {
+    /// [`Self::features`], calling `tap(which, map)` with intermediate NHWC maps as they are
+    /// computed: the stem's output ([`Tap::Stem`], `(N, H/2, W/2, stem channels)`), each block's
+    /// expanded activation after its depthwise convolution, BN and ReLU6 ([`Tap::Depthwise`]`(i)`,
+    /// before the projection) and each stage's output ([`Tap::Stage`]`(s)`, after the stage's last
+    /// block, residual included), in the order of the network. The multi-level quality features
+    /// ([`super::multilevel`]) pool the ones their plan asks for.
+    pub fn features_tapped(&self, x: &Tensor, tap: &mut dyn FnMut(Tap, &Tensor) -> Result<()>) -> Result<Features> {
         let mut h = stem_conv_bias(x, &self.stem_w, &self.stem_b, self.stem_kernel, 2, true)?;
-        tap(0, &h)?;
+        tap(Tap::Stem, &h)?;
         for (i, b) in self.blocks.iter().enumerate() {
             let input = h.clone();
             if let Some((w, bias)) = &b.expand {
@@ -413,12 +420,13 @@ impl FoldedLite {
             let (_, hh, ww, _) = h.dims4()?;
             let geom = DwGeometry { kernel: b.kernel, stride: b.stride, pad: SamePadding::new(hh, ww, b.kernel, b.stride) };
             h = depthwise_conv_bias(&h, &b.dw_w, &b.dw_b, geom, true)?;
+            tap(Tap::Depthwise(i), &h)?;
             h = pointwise_bias(&h, &b.project_w, &b.project_b, false)?;
             if b.residual {
                 h = (h + input)?;
             }
             if let Some(stage) = self.stage_ends.iter().position(|&e| e == i) {
-                tap(stage + 1, &h)?;
+                tap(Tap::Stage(stage), &h)?;
             }
         }
         let map = pointwise_bias(&h, &self.head_w, &self.head_b, true)?;

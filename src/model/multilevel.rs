@@ -6,8 +6,9 @@
 //! "Effective Aesthetics Prediction with Multi-level Spatially Pooled Features", CVPR 2019,
 //! and Zhang et al.'s DBCNN features) pools *every* stage and regresses on the concatenation.
 //!
-//! Here the BN-folded Lite0 ([`FoldedLite::features_tapped`]) runs once and each of its 9 levels
-//! is pooled per channel into its spatial mean and standard deviation:
+//! Here the BN-folded Lite0 ([`FoldedLite::features_tapped`]) runs once and the maps a plan's
+//! [`Taps`] name are pooled per channel into their spatial mean and standard deviation.
+//! [`Taps::Stages`] (the shipped plan) pools 9 levels:
 //!
 //! | level | 0 stem | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 head |
 //! |---|---|---|---|---|---|---|---|---|---|
@@ -18,7 +19,15 @@
 //! head level's means are exactly the pooled 1280-d feature of [`FoldedLite::features`]
 //! (what the taste panel stores), computed by the same pass.
 //!
-//! A photo is described by one or more *views* ([`View`]), each a [`STATS_DIM`] vector:
+//! [`Taps::Depthwise`] pools instead each of the 16 inverted-residual blocks' *expanded*
+//! activation after its depthwise convolution, BN and ReLU6 (before the projection;
+//! [`DW_CHANNELS`], [`DW_DIM`] = 17920 values, same layout), the widest and least compressed
+//! representation each block has; [`Taps::All`] is the stage vector followed by the depthwise
+//! one. On the LIVE Challenge these fit the MOS better (nested CV SRCC 0.81-0.82 against 0.78),
+//! but read added noise as detail, so they fail the acceptance check
+//! ([`crate::train::degrade`]) and are not shipped; see `weights/quality.md`.
+//!
+//! A photo is described by one or more *views* ([`View`]), each one such vector:
 //! - [`View::Grid`]: the mean over the app's grid patches
 //!   ([`super::quality::grid_patches`], native 224 patches) of each patch's own vector;
 //! - [`View::Full`]: the whole photo through the network at its own resolution;
@@ -39,13 +48,20 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::brisque;
-use super::efficientnet_lite::FoldedLite;
+use super::efficientnet_lite::{FoldedLite, Tap};
 use super::systems::patches_tensor;
 
 /// Channels of Lite0's levels: stem, the seven stages, the head.
 pub const LEVEL_CHANNELS: [usize; 9] = [32, 16, 24, 40, 80, 112, 192, 320, 1280];
 /// Length of one multi-level vector: mean and std of every channel of every level.
 pub const STATS_DIM: usize = 2 * (32 + 16 + 24 + 40 + 80 + 112 + 192 + 320 + 1280);
+/// Channels of Lite0's 16 blocks' expanded (depthwise) activations.
+pub const DW_CHANNELS: [usize; 16] = [32, 96, 144, 144, 240, 240, 480, 480, 480, 672, 672, 672, 1152, 1152, 1152, 1152];
+/// Channels of [`Taps::All`]: the stage levels, then the depthwise activations.
+pub const ALL_CHANNELS: [usize; 25] =
+    [32, 16, 24, 40, 80, 112, 192, 320, 1280, 32, 96, 144, 144, 240, 240, 480, 480, 480, 672, 672, 672, 1152, 1152, 1152, 1152];
+/// Length of one depthwise-tap vector.
+pub const DW_DIM: usize = 2 * 8960;
 /// Offset of the head level's means (the pooled 1280-d feature) inside a vector.
 pub const HEAD_MEAN_OFFSET: usize = STATS_DIM - 2 * 1280;
 
@@ -58,18 +74,61 @@ fn mean_std_pool(map: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[mean, var.sqrt()?], D::Minus1)
 }
 
-/// Multi-level vectors `(N, STATS_DIM)` of normalised images `x` `(N, 3, H, W)` (any size of at
+/// Which intermediate maps of the network a plan pools (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Taps {
+    /// The 9 levels: the stem, the output of each of the 7 stages, the head ([`STATS_DIM`] values).
+    #[default]
+    Stages,
+    /// The 16 blocks' expanded activations after their depthwise convolution ([`DW_DIM`] values).
+    Depthwise,
+    /// Both: the stage vector, then the depthwise vector.
+    All,
+}
+
+impl Taps {
+    /// Channels of each tapped map, in the order of the vector.
+    pub fn channels(self) -> &'static [usize] {
+        match self {
+            Taps::Stages => &LEVEL_CHANNELS,
+            Taps::Depthwise => &DW_CHANNELS,
+            Taps::All => &ALL_CHANNELS,
+        }
+    }
+
+    /// Length of one vector: mean and std of every channel of every tapped map.
+    pub fn dim(self) -> usize {
+        2 * self.channels().iter().sum::<usize>()
+    }
+
+    fn wants(self, tap: Tap) -> bool {
+        match self {
+            Taps::Stages => matches!(tap, Tap::Stem | Tap::Stage(_)),
+            Taps::Depthwise => matches!(tap, Tap::Depthwise(_)),
+            Taps::All => true,
+        }
+    }
+}
+
+/// Multi-level vectors `(N, taps.dim())` of normalised images `x` `(N, 3, H, W)` (any size of at
 /// least 32 px a side), and the final pooled features `(N, 1280)` of the same pass.
-pub fn multilevel_stats(net: &FoldedLite, x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let mut parts = Vec::with_capacity(net.taps() + 1);
-    let f = net.features_tapped(x, &mut |_, map| {
-        parts.push(mean_std_pool(map)?);
+pub fn multilevel_stats(net: &FoldedLite, x: &Tensor, taps: Taps) -> Result<(Tensor, Tensor)> {
+    let (mut parts, mut dw) = (Vec::with_capacity(taps.channels().len()), Vec::new());
+    let f = net.features_tapped(x, &mut |tap, map| {
+        if taps.wants(tap) {
+            let pooled = mean_std_pool(map)?;
+            if matches!(tap, Tap::Depthwise(_)) { dw.push(pooled) } else { parts.push(pooled) }
+        }
         Ok(())
     })?;
-    parts.push(mean_std_pool(&f.map)?);
+    if taps != Taps::Depthwise {
+        parts.push(mean_std_pool(&f.map)?);
+    }
+    parts.append(&mut dw);
     let stats = Tensor::cat(&parts, D::Minus1)?;
-    if stats.dim(1)? != STATS_DIM {
-        candle_core::bail!("multi-level vector of {} values, expected {STATS_DIM} (not Lite0?)", stats.dim(1)?);
+    if stats.dim(1)? != taps.dim() {
+        candle_core::bail!("multi-level vector of {} values, expected {} (not Lite0?)", stats.dim(1)?, taps.dim());
     }
     Ok((stats, f.pooled))
 }
@@ -119,6 +178,10 @@ pub struct LevelsPlan {
     /// they are.
     #[serde(default = "one")]
     pub power: f64,
+    /// The maps pooled into each view's vector (absent in plans saved before it existed:
+    /// [`Taps::Stages`]).
+    #[serde(default)]
+    pub taps: Taps,
 }
 
 fn one() -> f64 {
@@ -133,7 +196,7 @@ fn signed_power(v: f64, p: f64) -> f64 {
 impl LevelsPlan {
     /// Length of the concatenated photo vector.
     pub fn dim(&self) -> usize {
-        self.views.len() * STATS_DIM + if self.brisque { brisque::FEATURES } else { 0 }
+        self.views.len() * self.taps.dim() + if self.brisque { brisque::FEATURES } else { 0 }
     }
 
     /// Short name, e.g. `grid+full+brisque` (`:b0.5` appended for a balance other than 0).
@@ -149,6 +212,11 @@ impl LevelsPlan {
         if self.power != 1.0 {
             name.push_str(&format!(":p{}", self.power));
         }
+        match self.taps {
+            Taps::Stages => {}
+            Taps::Depthwise => name.push_str(":dw"),
+            Taps::All => name.push_str(":all"),
+        }
         name
     }
 
@@ -157,7 +225,7 @@ impl LevelsPlan {
         let mut w = Vec::with_capacity(self.dim());
         let mut block = |c: usize| w.extend(std::iter::repeat_n((c as f64).powf(-self.balance / 2.0), c));
         for _ in &self.views {
-            for c in LEVEL_CHANNELS {
+            for &c in self.taps.channels() {
                 block(c);
                 block(c);
             }
@@ -169,13 +237,17 @@ impl LevelsPlan {
     }
 
     /// `views` joined by `+` (`grid`, `full`, `half`, `brisque`), optionally followed by
-    /// `:b<balance>` and / or `:p<power>`.
+    /// `:b<balance>`, `:p<power>` and / or `:dw` (the depthwise taps).
     pub fn parse(s: &str) -> Option<Self> {
         let mut opts = s.split(':');
         let views = opts.next()?;
-        let mut plan = LevelsPlan { views: Vec::new(), brisque: false, balance: 0.0, power: 1.0 };
+        let mut plan = LevelsPlan { views: Vec::new(), brisque: false, balance: 0.0, power: 1.0, taps: Taps::Stages };
         for o in opts {
             let num = |t: &str| t.parse::<f64>().ok().filter(|v| v.is_finite());
+            if o == "dw" || o == "all" {
+                plan.taps = if o == "dw" { Taps::Depthwise } else { Taps::All };
+                continue;
+            }
             match o.split_at_checked(1)? {
                 ("b", v) => plan.balance = num(v)?,
                 ("p", v) => plan.power = num(v).filter(|p| *p > 0.0)?,
@@ -200,11 +272,11 @@ impl LevelsPlan {
 /// One photo's multi-level features: what the quality head and the heatmap need.
 #[derive(Debug, Clone)]
 pub struct PhotoLevels {
-    /// Each grid patch's multi-level vector `(patches, STATS_DIM)` (row-major grid order).
+    /// Each grid patch's multi-level vector `(patches, taps.dim())` (row-major grid order).
     pub grid: Tensor,
     /// Each grid patch's final pooled Lite0 feature `(patches, 1280)`.
     pub grid_pooled: Tensor,
-    /// Whole photo at its own resolution `(STATS_DIM)`, when the plan asks for it.
+    /// Whole photo at its own resolution `(taps.dim())`, when the plan asks for it.
     pub full: Option<Vec<f32>>,
     /// Whole photo at half size, when asked for.
     pub half: Option<Vec<f32>>,
@@ -265,12 +337,12 @@ pub fn photo_levels(
     let all: Vec<&RgbImage> = grids.iter().flatten().copied().collect();
     let (mut stats, mut pooled) = (Vec::new(), Vec::new());
     for chunk in all.chunks(batch.max(1)) {
-        let (s, p) = multilevel_stats(net, &patches_tensor(chunk, DType::F32, device)?)?;
+        let (s, p) = multilevel_stats(net, &patches_tensor(chunk, DType::F32, device)?, plan.taps)?;
         stats.push(s);
         pooled.push(p);
     }
     let (stats, pooled) = if all.is_empty() {
-        (Tensor::zeros((0, STATS_DIM), DType::F32, device)?, Tensor::zeros((0, 1280), DType::F32, device)?)
+        (Tensor::zeros((0, plan.taps.dim()), DType::F32, device)?, Tensor::zeros((0, 1280), DType::F32, device)?)
     } else {
         (Tensor::cat(&stats, 0)?, Tensor::cat(&pooled, 0)?)
     };
@@ -281,7 +353,7 @@ pub fn photo_levels(
             return Ok(None);
         }
         let v = whole_view(img, view);
-        let (s, _) = multilevel_stats(net, &patches_tensor(&[&v], DType::F32, device)?)?;
+        let (s, _) = multilevel_stats(net, &patches_tensor(&[&v], DType::F32, device)?, plan.taps)?;
         Ok(Some(s.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?))
     };
     let mut out = Vec::with_capacity(images.len());
@@ -322,8 +394,9 @@ impl LinearHead {
         let n = levels.grid.dim(0)?;
         let slot = plan.views.iter().position(|v| *v == View::Grid).or_else(|| plan.views.iter().position(|v| *v == View::Full));
         let Some(slot) = slot else { return Ok((photo, vec![photo; n])) };
-        let ws = &self.w[slot * STATS_DIM..(slot + 1) * STATS_DIM];
-        let xs = &x[slot * STATS_DIM..(slot + 1) * STATS_DIM];
+        let d = plan.taps.dim();
+        let ws = &self.w[slot * d..(slot + 1) * d];
+        let xs = &x[slot * d..(slot + 1) * d];
         let base = photo - ws.iter().zip(xs).map(|(w, x)| w * x).sum::<f64>();
         let rows = levels.grid.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let patches =

@@ -19,11 +19,13 @@
 //! - [`procedures`]: the papers' training procedures by name (stages, recipes, checkpoints,
 //!   progress, cancellation), their small-data variants, and evaluation of their checkpoints.
 //! - [`cv`]: k-fold cross-validation of those procedures (mean and spread over folds).
+//! - [`degrade`]: synthetic degradations and the quality model's acceptance check.
 
 pub mod active;
 pub mod checkpoint;
 pub mod cv;
 pub mod data;
+pub mod degrade;
 pub mod features;
 pub mod gradcheck;
 pub mod losses;
