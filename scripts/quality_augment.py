@@ -36,6 +36,8 @@ import numpy as np
 from safetensors.numpy import load_file
 from scipy.stats import pearsonr, spearmanr
 
+from quality_heads import grid_patches  # src/model/quality.rs grid_patches, in numpy
+
 DW = [32, 96, 144, 144, 240, 240, 480, 480, 480, 672, 672, 672, 1152, 1152, 1152, 1152]
 COPIES = [("AWGN", 1, 8.1), ("AWGN", 3, 14.0), ("AWGN", 5, 25.5), ("GBLUR", 3, 1.0), ("GBLUR", 4, 2.0)]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,19 +89,6 @@ def lite0_dw(pth):
     return forward
 
 
-def grid(img, size=224, gmax=4):  # src/model/quality.rs grid_patches, for photos >= 224 px
-    sw, sh = img.size
-    cols, rows = min(max(-(-sw // size), 1), gmax), min(max(-(-sh // size), 1), gmax)
-    out = []
-    for r in range(rows):
-        for c in range(cols):
-            cx, cy = (2 * c + 1) * sw / cols / 2, (2 * r + 1) * sh / rows / 2
-            px = int(min(max(round(cx - size / 2), 0), sw - size))
-            py = int(min(max(round(cy - size / 2), 0), sh - size))
-            out.append(np.asarray(img.crop((px, py, px + size, py + size)), dtype=np.float32))
-    return np.stack(out)
-
-
 def noisy(img, sigma, seed):
     from PIL import Image
     a = np.asarray(img, dtype=np.float64)
@@ -125,9 +114,9 @@ def features(a, fwd):
         return v
     rows = list(csv.DictReader(open(a.csv)))
     imgs = lambda: (Image.open(os.path.join(a.images, r["image"])).convert("RGB") for r in rows)
-    live = cached("live.npy", lambda: np.stack([fwd(grid(i)).mean(0) for i in imgs()]))
+    live = cached("live.npy", lambda: np.stack([fwd(grid_patches(i)).mean(0) for i in imgs()]))
     copies = cached("copies.npy", lambda: np.stack([
-        np.stack([fwd(grid(degraded(img, k, p, 1000 * c + i))).mean(0) for i, img in enumerate(imgs())])
+        np.stack([fwd(grid_patches(degraded(img, k, p, 1000 * c + i))).mean(0) for i, img in enumerate(imgs())])
         for c, (k, _, p) in enumerate(COPIES)]))
 
     def accept_rows():
@@ -138,7 +127,7 @@ def features(a, fwd):
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=8)
             jn = noisy(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), 12.0, i)
-            out.append(np.stack([fwd(grid(x)).mean(0) for x in (img, degraded(img, "GBLUR", 3.0, 0), jn)]))
+            out.append(np.stack([fwd(grid_patches(x)).mean(0) for x in (img, degraded(img, "GBLUR", 3.0, 0), jn)]))
         return np.stack(out)
     accept = cached("accept.npy", accept_rows)
     return live, copies, accept

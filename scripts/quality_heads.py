@@ -114,6 +114,19 @@ def patch_ridge(z, y, a, b, r):
     return (z[b] @ wv).mean(1)
 
 
+def grid_patches(img, size=224, gmax=4):  # src/model/quality.rs grid_patches, for photos >= 224 px
+    sw, sh = img.size
+    cols, rows = min(max(-(-sw // size), 1), gmax), min(max(-(-sh // size), 1), gmax)
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            cx, cy = (2 * c + 1) * sw / cols / 2, (2 * r + 1) * sh / rows / 2
+            px = int(min(max(round(cx - size / 2), 0), sw - size))
+            py = int(min(max(round(cy - size / 2), 0), sh - size))
+            out.append(np.asarray(img.crop((px, py, px + size, py + size)), dtype=np.float32))
+    return np.stack(out)
+
+
 def torch_patch_features(pth, csv_path, images):
     import torch
     import torch.nn.functional as F
@@ -163,23 +176,11 @@ def torch_patch_features(pth, csv_path, images):
         lv.append(stats(F.relu6(bn(F.conv2d(x, sd["_conv_head.weight"]), "_bn1"))))
         return torch.cat(lv, 1)
 
-    def grid(img, size=224, gmax=4):  # src/model/quality.rs grid_patches, for photos >= 224 px
-        sw, sh = img.size
-        cols, rows = min(max(-(-sw // size), 1), gmax), min(max(-(-sh // size), 1), gmax)
-        out = []
-        for r in range(rows):
-            for c in range(cols):
-                cx, cy = (2 * c + 1) * sw / cols / 2, (2 * r + 1) * sh / rows / 2
-                px = int(min(max(round(cx - size / 2), 0), sw - size))
-                py = int(min(max(round(cy - size / 2), 0), sh - size))
-                out.append(np.asarray(img.crop((px, py, px + size, py + size)), dtype=np.float32))
-        return np.stack(out)
-
     feats = []
     with torch.no_grad():
         for row in csv.DictReader(open(csv_path)):
             img = Image.open(os.path.join(images, row["image"])).convert("RGB")
-            x = torch.from_numpy((grid(img) - 127) / 128).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy((grid_patches(img) - 127) / 128).permute(0, 3, 1, 2).float()
             feats.append(forward(x).numpy())
     return np.stack(feats).astype(np.float64)
 
