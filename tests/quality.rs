@@ -3,7 +3,8 @@
 //! than the originals, batch scoring equals one-by-one scoring, the grid patches tile the photo,
 //! the features handed to the taste panel are the grid patches' final pooled Lite0 features, a
 //! missing or tampered weights file is a typed error, and the previous DMA-fc model still loads.
-//! Also the ridge fit itself ([`keepers::train::ridge`]). Runs on the CPU.
+//! Also the ridge fit itself ([`keepers::train::ridge`], with degraded copies) and the KADID-10k
+//! copies ([`keepers::train::degrade`]). Runs on the CPU.
 
 mod common;
 
@@ -44,8 +45,9 @@ fn score_all(m: &QualityModel, imgs: &[RgbImage]) -> Vec<QualityScore> {
 }
 
 /// The acceptance check `keepers train-quality` applies before shipping a plan
-/// (`keepers::train::degrade`): Gaussian blur (sigma 3) and JPEG q8 + Gaussian noise (sigma 12)
-/// copies of the bundled sample photos must score lower than the originals for 80 % of them.
+/// (`keepers::train::degrade::CHECKS`): Gaussian blur (sigma 3), JPEG q8 + Gaussian noise (sigma
+/// 12), horizontal motion blur and 1.5 stops of underexposure; each one's copies of the bundled
+/// sample photos must score lower than the originals for 80 % of them.
 #[test]
 fn degraded_copies_score_lower_on_the_sample_album() {
     let m = model();
@@ -58,9 +60,12 @@ fn degraded_copies_score_lower_on_the_sample_album() {
     })
     .unwrap();
     let n = photos.len();
+    assert_eq!(all.len(), (1 + degrade::CHECKS.len()) * n);
+    println!("{:<42} original {}", "photo", degrade::CHECKS.iter().map(|c| c.name).collect::<Vec<_>>().join(" | "));
     for (i, (name, _)) in photos.iter().enumerate() {
-        println!("{name:<42} original {:6.2}  blurred {:6.2}  jpeg+noise {:6.2}", all[i], all[n + i], all[2 * n + i]);
-        assert!(all[i].is_finite() && all[n + i].is_finite() && all[2 * n + i].is_finite());
+        let copies: Vec<String> = (1..=degrade::CHECKS.len()).map(|k| format!("{:6.2}", all[k * n + i])).collect();
+        println!("{name:<42} {:8.2} {}", all[i], copies.join(" "));
+        assert!((0..=degrade::CHECKS.len()).all(|k| all[k * n + i].is_finite()));
     }
     println!("{check}");
     assert_eq!(check.photos, n);
@@ -70,6 +75,29 @@ fn degraded_copies_score_lower_on_the_sample_album() {
     let diff =
         |x: &RgbImage, y: &RgbImage| x.iter().zip(y.iter()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / x.len() as f64;
     assert!(diff(o, &b) > 1.0 && diff(o, &degrade::compressed_noisy(o, 0).unwrap()) > 5.0);
+    assert!(diff(o, &degrade::motion_blurred(o)) > 1.0);
+    let dark = degrade::underexposed(o);
+    let mean = |x: &RgbImage| x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64;
+    assert!(mean(&dark) < 0.75 * mean(o) && mean(&dark) > 0.5 * mean(o), "1.5 stops in linear light: x0.62 in 2.2-gamma values");
+}
+
+/// Motion blur is a box average along rows only: a vertical edge is spread over the streak's
+/// length, a horizontal edge is left sharp, and a flat image is unchanged.
+#[test]
+fn motion_blur_streaks_along_rows_only() {
+    let (w, h) = (600u32, 400u32);
+    let len = degrade::motion_length(&RgbImage::new(w, h));
+    assert_eq!(len, 7, "1 % of 600 px is 6, made odd");
+    let vertical_edge = RgbImage::from_fn(w, h, |x, _| image::Rgb(if x < 300 { [0; 3] } else { [210; 3] }));
+    let b = degrade::motion_blurred(&vertical_edge);
+    let row: Vec<u8> = (290..310).map(|x| b.get_pixel(x, 200)[0]).collect();
+    // Pixel x averages x-3..=x+3: 0 up to x = 296, 30 per step after, 210 from x = 303.
+    assert_eq!(&row[..7], &[0, 0, 0, 0, 0, 0, 0][..]);
+    assert_eq!(&row[7..14], &[30, 60, 90, 120, 150, 180, 210][..], "{row:?}");
+    let horizontal_edge = RgbImage::from_fn(w, h, |_, y| image::Rgb(if y < 200 { [0; 3] } else { [210; 3] }));
+    assert_eq!(degrade::motion_blurred(&horizontal_edge), horizontal_edge);
+    let flat = RgbImage::from_pixel(w, h, image::Rgb([12, 128, 250]));
+    assert_eq!(degrade::motion_blurred(&flat), flat);
 }
 
 /// The acceptance check rejects a score that reads noise as detail: mean horizontal gradient
@@ -91,12 +119,14 @@ fn acceptance_check_rejects_a_score_that_reads_noise_as_detail() {
     let sharp =
         degrade::acceptance(&photos, |imgs| -> Result<Vec<f64>, image::ImageError> { Ok(imgs.iter().map(|i| energy(i)).collect()) })
             .unwrap();
-    assert_eq!((sharp.photos, sharp.blur_lower), (6, 6), "{sharp}");
-    assert!(sharp.noise_lower <= 1 && !sharp.passed(), "{sharp}");
+    let blur = degrade::CHECKS[0].name;
+    let noise = degrade::CHECKS[1].name;
+    assert_eq!((sharp.photos, sharp.lower_for(blur)), (6, Some(6)), "{sharp}");
+    assert!(sharp.lower_for(noise).unwrap() <= 1 && !sharp.passed(), "{sharp}");
     let smooth =
         degrade::acceptance(&photos, |imgs| -> Result<Vec<f64>, image::ImageError> { Ok(imgs.iter().map(|i| -energy(i)).collect()) })
             .unwrap();
-    assert!(smooth.blur_lower == 0 && !smooth.passed(), "{smooth}");
+    assert!(smooth.lower_for(blur) == Some(0) && !smooth.passed(), "{smooth}");
 }
 
 /// Feature plans name their taps (`:dw`, `:all`), round-trip through their names, size their
@@ -112,6 +142,106 @@ fn plans_name_their_taps_and_old_plans_read_as_stage_taps() {
     assert!(LevelsPlan::parse("grid:xy").is_none());
     let old: LevelsPlan = serde_json::from_str(r#"{"views":["grid"],"brisque":false,"balance":1.0,"power":0.5}"#).unwrap();
     assert_eq!((old.taps, old.dim()), (Taps::Stages, STATS_DIM));
+    assert_eq!(old.augment, 0.0, "plans saved before degraded copies existed were fitted without them");
+    // Degraded copies: a training weight in the name, on grid-only plans (copies have no other view).
+    let aug = LevelsPlan::parse("grid:p0.5:dw:a0.1").unwrap();
+    assert_eq!((aug.augment, aug.taps, aug.dim()), (0.1, Taps::Depthwise, multilevel::DW_DIM));
+    assert_eq!(LevelsPlan::parse(&aug.name()), Some(aug));
+    assert!(LevelsPlan::parse("grid+full:a0.1").is_none() && LevelsPlan::parse("grid+brisque:a0.1").is_none());
+    assert!(LevelsPlan::parse("grid:a-1").is_none());
+}
+
+/// The KADID-10k copies of the training photos: white noise of the level's sigma (measured on a
+/// flat mid-grey image: mean 128, std within 2 % of sigma, seeded and reproducible), Gaussian
+/// blur that removes detail and keeps the mean; targets shrink with the level within each type.
+#[test]
+fn kadid_copies_have_their_levels_and_targets_order_by_level() {
+    let grey = RgbImage::from_pixel(200, 150, image::Rgb([128, 128, 128]));
+    for c in degrade::KADID_COPIES.iter().filter(|c| c.distortion == degrade::Distortion::WhiteNoise) {
+        let a = c.apply(&grey, 3);
+        assert_eq!(a, c.apply(&grey, 3), "seeded");
+        assert_ne!(a, c.apply(&grey, 4));
+        let v: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        assert!((mean - 128.0).abs() < 0.5 && (std / c.param - 1.0).abs() < 0.02, "{}: mean {mean} std {std}", c.name());
+    }
+    let photo = samples().remove(0).1;
+    let energy = |img: &RgbImage| img.pixels().zip(img.pixels().skip(1)).map(|(a, b)| (a[1] as f64 - b[1] as f64).abs()).sum::<f64>();
+    let mean = |img: &RgbImage| img.iter().map(|&x| x as f64).sum::<f64>() / img.len() as f64;
+    let mut last = energy(&photo);
+    for c in degrade::KADID_COPIES.iter().filter(|c| c.distortion == degrade::Distortion::GaussianBlur) {
+        let b = c.apply(&photo, 0);
+        assert!(energy(&b) < 0.9 * last, "{} removes detail", c.name());
+        assert!((mean(&b) - mean(&photo)).abs() < 1.0);
+        last = energy(&b);
+    }
+    for kind in [degrade::Distortion::WhiteNoise, degrade::Distortion::GaussianBlur] {
+        let f: Vec<f64> = degrade::KADID_COPIES.iter().filter(|c| c.distortion == kind).map(|c| c.fraction()).collect();
+        assert!(f.len() >= 2 && f.windows(2).all(|w| w[0] > w[1]) && f.iter().all(|v| (0.0..1.0).contains(v)), "{kind:?}: {f:?}");
+    }
+}
+
+/// Weighted ridge with degraded copies, checked against its optimality conditions written out
+/// independently: with residuals `e = y - prediction` over originals (weight 1) and copies
+/// (weight `r`, targets `lo + (y - lo) f`), `sum r e = 0` (free intercept) and
+/// `sum r e x_j = lambda w_j s_j^2` per column (`s_j` the originals' std over the column weight).
+/// A copy of weight 2 equals two identical copies of weight 1, and weight 0 is the plain fit.
+#[test]
+fn weighted_ridge_with_copies_meets_its_optimality_conditions() {
+    use keepers::train::ridge::{Copies, RidgeProblem, column_stats};
+    let mut rng = common::Rng::new(11);
+    for (n, d) in [(15, 4), (12, 30)] {
+        let x: Vec<Vec<f64>> = (0..n).map(|_| (0..d).map(|j| 5.0 + (1.0 + j as f64 * 0.3) * rng.normal()).collect()).collect();
+        let y: Vec<f64> = x.iter().map(|r| 20.0 + r[0] * 3.0 - r[1] + 2.0 * rng.normal()).collect();
+        let c1: Vec<Vec<f64>> = x.iter().map(|r| r.iter().map(|v| 0.7 * v + 0.3 * rng.normal()).collect()).collect();
+        let c2: Vec<Vec<f64>> = x.iter().map(|r| r.iter().map(|v| v + 1.0 + rng.normal()).collect()).collect();
+        let rows: Vec<&[f64]> = x.iter().map(Vec::as_slice).collect();
+        let cw: Vec<f64> = (0..d).map(|j| if j % 3 == 0 { 1.5 } else { 0.8 }).collect();
+        let copies = |w: f64, twice: bool| Copies {
+            rows: if twice {
+                vec![c1.iter().map(Vec::as_slice).collect(), c1.iter().map(Vec::as_slice).collect(), c2.iter().map(Vec::as_slice).collect(), c2.iter().map(Vec::as_slice).collect()]
+            } else {
+                vec![c1.iter().map(Vec::as_slice).collect(), c2.iter().map(Vec::as_slice).collect()]
+            },
+            frac: if twice { vec![0.6, 0.6, 0.3, 0.3] } else { vec![0.6, 0.3] },
+            weight: w,
+        };
+        let lambda = 0.7;
+        let c = copies(0.4, false);
+        let head = RidgeProblem::augmented(&rows, &y, Some(&cw), Some(&c)).fit(lambda).unwrap();
+        // The conditions, from scratch.
+        let lo = y.iter().cloned().fold(f64::INFINITY, f64::min);
+        let mut all: Vec<(&[f64], f64, f64)> = rows.iter().zip(&y).map(|(r, t)| (*r, *t, 1.0)).collect();
+        for (cx, f) in [(&c1, 0.6), (&c2, 0.3)] {
+            all.extend(cx.iter().zip(&y).map(|(r, t)| (r.as_slice(), lo + (t - lo) * f, 0.4)));
+        }
+        let (_, std) = column_stats(&rows);
+        let e: Vec<f64> = all.iter().map(|(r, t, _)| t - head.predict(r)).collect();
+        let scale = y.iter().map(|v| v.abs()).sum::<f64>();
+        let intercept: f64 = all.iter().zip(&e).map(|((_, _, w), e)| w * e).sum();
+        assert!(intercept.abs() < 1e-8 * scale, "intercept condition {intercept}");
+        for j in 0..d {
+            let lhs: f64 = all.iter().zip(&e).map(|((r, _, w), e)| w * e * r[j]).sum();
+            let s = std[j] / cw[j];
+            let rhs = lambda * head.w[j] * s * s;
+            assert!((lhs - rhs).abs() < 1e-7 * (1.0 + lhs.abs()), "column {j} (n {n}, d {d}): {lhs} vs {rhs}");
+        }
+        // Weight 2 = two copies of weight 1; weight 0 = no copies.
+        let h2 = RidgeProblem::augmented(&rows, &y, Some(&cw), Some(&copies(0.8, false))).fit(lambda).unwrap();
+        let h11 = RidgeProblem::augmented(&rows, &y, Some(&cw), Some(&copies(0.4, true))).fit(lambda).unwrap();
+        for (a, b) in h2.w.iter().zip(&h11.w).chain([(&h2.bias, &h11.bias)]) {
+            assert!((a - b).abs() < 1e-9 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+        let h0 = RidgeProblem::augmented(&rows, &y, Some(&cw), Some(&copies(0.0, false))).fit(lambda).unwrap();
+        let plain = RidgeProblem::weighted(&rows, &y, Some(&cw)).fit(lambda).unwrap();
+        assert_eq!(h0, plain);
+        // Copies pull the fit: their predictions move toward their (lower) targets.
+        let copy_gap = |h: &keepers::model::multilevel::LinearHead| -> f64 {
+            all[n..].iter().map(|(r, t, _)| (h.predict(r) - t).powi(2)).sum::<f64>()
+        };
+        assert!(copy_gap(&head) < copy_gap(&plain));
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub(crate) fn cached_features(
     let net = load_lite0(&lite0, DType::F32, &Device::Cpu)?.fold(DType::F32)?;
     eprintln!("features: {} photos, plan {plan:?}, cache {}", paths.len(), cache.display());
     let t0 = std::time::Instant::now();
-    let (feats, skipped) = extract(paths, plan, &net, &sha, Some(cache), |d, n| eprint!("\r  {what}{d}/{n}"))?;
+    let (feats, skipped) = extract(paths, plan, &net, &sha, Some(cache), |d, n| super::progress(format_args!("  {what}{d}/{n}")))?;
     eprintln!("\r  {what}{} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
     if !skipped.is_empty() {
         eprintln!("{skipped}");

@@ -142,13 +142,14 @@ pub enum Command {
         #[arg(long, default_value = "multilevel")]
         system: String,
         /// multilevel: feature plans cross-validated, comma-separated; each is views joined by
-        /// `+` from grid, full, half, brisque, then optionally `:b<block balance>`, `:p<power>` and
+        /// `+` from grid, full, half, brisque, then optionally `:b<block balance>`, `:p<power>`,
         /// `:dw` (pool the blocks' depthwise activations instead of the stage outputs;
-        /// src/model/multilevel.rs).
+        /// src/model/multilevel.rs) and `:a<weight>` (grid-only plans: add KADID-10k-level noisy
+        /// and blurred copies of the training photos with that row weight; src/train/degrade.rs).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1,grid:p0.5:dw,grid:b0.5:p0.5:dw,grid:b1:p0.5:dw,full:p0.5:dw,grid+full:p0.5:dw"
+            default_value = "grid,grid:b1,grid:b1:p0.5,full:b1,grid+full,grid+full:b1,grid+full:b1:p0.5,grid+full+half+brisque:b1,grid:p0.5:dw,grid:b0.5:p0.5:dw,grid:b1:p0.5:dw,full:p0.5:dw,grid+full:p0.5:dw,grid:p0.5:dw:a0.1,grid:b0.5:p0.5:dw:a0.1,grid:p0.5:dw:a0.3"
         )]
         plans: Vec<String>,
         /// multilevel: ridge penalties relative to the feature count (lambda = r * d), ascending.
@@ -164,8 +165,9 @@ pub enum Command {
         /// safetensors file (for analysis outside Keepers, e.g. numpy).
         #[arg(long)]
         export_features: Option<PathBuf>,
-        /// multilevel: photos of the acceptance check (every plan before it ships: its blurred
-        /// and JPEG + noise copies must score lower for 80 % of them; src/train/degrade.rs).
+        /// multilevel: photos of the acceptance check (every plan before it ships: its blurred,
+        /// JPEG + noise, motion-blurred and underexposed copies must each score lower for 80 %
+        /// of them; src/train/degrade.rs).
         /// Default: the bundled sample album.
         #[arg(long)]
         accept_photos: Option<PathBuf>,
@@ -401,5 +403,14 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             crate::app::run(crate::app::AppOptions::platform(cli.path)?)?;
             Ok(std::process::ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A progress line, redrawn in place with `\r`: only when stderr is a terminal (piped logs get
+/// the summary lines alone).
+pub(crate) fn progress(line: std::fmt::Arguments) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line}");
     }
 }

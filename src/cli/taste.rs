@@ -132,7 +132,7 @@ pub fn run(a: TasteBenchArgs) -> anyhow::Result<std::process::ExitCode> {
             for (&i, q) in chunk.iter().zip(s) {
                 scores[i] = q.score as f64;
             }
-            eprint!("\r  untuned model {}/{}", (n * 8 + chunk.len()).min(labelled.len()), labelled.len());
+            super::progress(format_args!("  untuned model {}/{}", (n * 8 + chunk.len()).min(labelled.len()), labelled.len()));
         }
         eprintln!("\r  untuned model: {} photos in {:.1} s", labelled.len(), t0.elapsed().as_secs_f64());
         Some(scores)
@@ -298,7 +298,7 @@ fn run_active(
                 pool.retain(|i| !chosen.contains(i));
             }
         }
-        eprint!("\r  draw {}/{}", d + 1, a.draws);
+        super::progress(format_args!("  draw {}/{}", d + 1, a.draws));
     }
     eprintln!();
     println!("{:>6} {:>16} {:>16} {:>10}", "labels", "random AUC", "active AUC", "gain");

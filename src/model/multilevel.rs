@@ -182,6 +182,12 @@ pub struct LevelsPlan {
     /// [`Taps::Stages`]).
     #[serde(default)]
     pub taps: Taps,
+    /// Training only: the row weight of the degraded copies of every training photo
+    /// ([`crate::train::degrade::KADID_COPIES`], [`crate::train::ridge::Copies`]) in the ridge
+    /// fit; 0 = none. Copies exist for the grid view only, so a plan with a weight has no other
+    /// view and no BRISQUE. Inference ignores it.
+    #[serde(default)]
+    pub augment: f64,
 }
 
 fn one() -> f64 {
@@ -217,6 +223,9 @@ impl LevelsPlan {
             Taps::Depthwise => name.push_str(":dw"),
             Taps::All => name.push_str(":all"),
         }
+        if self.augment != 0.0 {
+            name.push_str(&format!(":a{}", self.augment));
+        }
         name
     }
 
@@ -237,11 +246,13 @@ impl LevelsPlan {
     }
 
     /// `views` joined by `+` (`grid`, `full`, `half`, `brisque`), optionally followed by
-    /// `:b<balance>`, `:p<power>` and / or `:dw` (the depthwise taps).
+    /// `:b<balance>`, `:p<power>`, `:dw` / `:all` (the depthwise taps, or every tap) and / or
+    /// `:a<weight>` (degraded copies of the training photos with that row weight; grid-only
+    /// plans).
     pub fn parse(s: &str) -> Option<Self> {
         let mut opts = s.split(':');
         let views = opts.next()?;
-        let mut plan = LevelsPlan { views: Vec::new(), brisque: false, balance: 0.0, power: 1.0, taps: Taps::Stages };
+        let mut plan = LevelsPlan { views: Vec::new(), brisque: false, balance: 0.0, power: 1.0, taps: Taps::Stages, augment: 0.0 };
         for o in opts {
             let num = |t: &str| t.parse::<f64>().ok().filter(|v| v.is_finite());
             if o == "dw" || o == "all" {
@@ -251,6 +262,7 @@ impl LevelsPlan {
             match o.split_at_checked(1)? {
                 ("b", v) => plan.balance = num(v)?,
                 ("p", v) => plan.power = num(v).filter(|p| *p > 0.0)?,
+                ("a", v) => plan.augment = num(v).filter(|a| *a >= 0.0)?,
                 _ => return None,
             }
         }
@@ -265,7 +277,8 @@ impl LevelsPlan {
                 plan.views.push(v);
             }
         }
-        (!plan.views.is_empty() || plan.brisque).then_some(plan)
+        let grid_only = plan.views == [View::Grid] && !plan.brisque;
+        ((!plan.views.is_empty() || plan.brisque) && (plan.augment == 0.0 || grid_only)).then_some(plan)
     }
 }
 

