@@ -5,17 +5,17 @@
 //! fit them well and still read added noise as detail (it happens to the depthwise-tap plans
 //! trained on the MOS alone, see `weights/quality.md`). [`acceptance`] measures that on real
 //! photos with fixed degradations ([`CHECKS`]): Gaussian blur (sigma 3), JPEG at quality 8
-//! followed by Gaussian noise (sigma 12 grey levels, seeded), horizontal motion blur and 1.5
-//! stops of underexposure. `keepers train-quality` ships a plan only when every one ranks below
-//! the originals for at least [`ACCEPT_FRACTION`] of the photos, and `tests/quality.rs` checks
-//! the shipped model the same way.
+//! followed by Gaussian noise (sigma 12 grey levels, seeded), horizontal motion blur, 1.5 stops
+//! of underexposure, 1 stop of overexposure and JPEG at quality 10. `keepers train-quality`
+//! ships a plan only when every one ranks below the originals for at least [`ACCEPT_FRACTION`]
+//! of the photos, and `tests/quality.rs` checks the shipped model the same way.
 //!
 //! [`KADID_COPIES`] are the training side of the same concern: white noise and Gaussian blur at
 //! KADID-10k's levels, each with KADID-10k's mean opinion score for that distortion and level,
 //! from which `keepers train-quality` makes degraded copies of the training photos with targets
-//! below their originals' ([`crate::train::ridge::Copies`]). The check's degradations are kept
-//! apart from them: a different blur strength, compression with noise of another strength, and
-//! two kinds no copy has (motion blur, underexposure).
+//! below their originals' ([`crate::train::ridge::Copies`]). Four checks are of kinds no copy has
+//! (motion blur, under- and overexposure, plain JPEG) and stay independent witnesses; the other
+//! two differ from the copies in strength or in being combined.
 
 use image::RgbImage;
 use image::codecs::jpeg::JpegEncoder;
@@ -39,9 +39,7 @@ pub fn blurred(img: &RgbImage) -> RgbImage {
 /// JPEG at [`JPEG_QUALITY`], decoded, then additive Gaussian noise of [`NOISE_SIGMA`] (Box-Muller
 /// on the seeded generator), rounded and clamped to 0..=255.
 pub fn compressed_noisy(img: &RgbImage, seed: u64) -> image::ImageResult<RgbImage> {
-    let mut buf = Vec::new();
-    JpegEncoder::new_with_quality(&mut buf, JPEG_QUALITY).encode_image(img)?;
-    Ok(noisy(&image::load_from_memory(&buf)?.to_rgb8(), NOISE_SIGMA, seed))
+    Ok(noisy(&compressed(img, JPEG_QUALITY)?, NOISE_SIGMA, seed))
 }
 
 /// Additive white Gaussian noise of standard deviation `sigma` grey levels, independent per
@@ -146,15 +144,32 @@ pub fn motion_blurred(img: &RgbImage) -> RgbImage {
 
 /// Stops of underexposure of the dark copy.
 pub const UNDEREXPOSE_STOPS: f64 = 1.5;
+/// Stops of overexposure of the bright copy.
+pub const OVEREXPOSE_STOPS: f64 = 1.0;
+/// JPEG quality of the compressed-only copy.
+pub const JPEG_ONLY_QUALITY: u8 = 10;
 
-/// The photo underexposed by [`UNDEREXPOSE_STOPS`]: every value taken to linear light (sRGB read
-/// as a 2.2 power), multiplied by `2^-stops`, and back.
-pub fn underexposed(img: &RgbImage) -> RgbImage {
-    let k = 2f64.powf(-UNDEREXPOSE_STOPS);
-    let lut: Vec<u8> = (0..=255u32).map(|v| (255.0 * ((v as f64 / 255.0).powf(2.2) * k).powf(1.0 / 2.2)).round() as u8).collect();
+/// The photo exposed `stops` differently (negative = darker): every value taken to linear light
+/// (sRGB read as a 2.2 power), multiplied by `2^stops`, clipped at white, and back.
+pub fn exposed(img: &RgbImage, stops: f64) -> RgbImage {
+    let k = 2f64.powf(stops);
+    let lut: Vec<u8> =
+        (0..=255u32).map(|v| (255.0 * ((v as f64 / 255.0).powf(2.2) * k).min(1.0).powf(1.0 / 2.2)).round() as u8).collect();
     let mut out = img.clone();
     out.iter_mut().for_each(|v| *v = lut[*v as usize]);
     out
+}
+
+/// The photo underexposed by [`UNDEREXPOSE_STOPS`].
+pub fn underexposed(img: &RgbImage) -> RgbImage {
+    exposed(img, -UNDEREXPOSE_STOPS)
+}
+
+/// JPEG at `quality`, decoded.
+pub fn compressed(img: &RgbImage, quality: u8) -> image::ImageResult<RgbImage> {
+    let mut buf = Vec::new();
+    JpegEncoder::new_with_quality(&mut buf, quality).encode_image(img)?;
+    Ok(image::load_from_memory(&buf)?.to_rgb8())
 }
 
 /// One degradation of the acceptance check: a name for reports and the function making the copy
@@ -166,14 +181,17 @@ pub struct Check {
 }
 
 /// The acceptance check's degradations. The first two catch a score that reads noise as detail
-/// or misses blur; motion blur and underexposure are of kinds no training copy has
-/// ([`KADID_COPIES`] are white noise and Gaussian blur), so they stay independent witnesses of
-/// a model trained with those copies.
-pub const CHECKS: [Check; 4] = [
+/// or misses blur. Motion blur, overexposure and plain JPEG are of kinds no training copy has
+/// ([`KADID_COPIES`] are white noise and Gaussian blur), nor does underexposure, so those four
+/// stay independent witnesses of a model trained with the copies; the Gaussian blur and the
+/// noise after JPEG are of kinds the copies have (at other strengths).
+pub const CHECKS: [Check; 6] = [
     Check { name: "blurred (Gaussian sigma 3)", apply: |i, _| Ok(blurred(i)) },
     Check { name: "JPEG q8 + noise sigma 12", apply: compressed_noisy },
     Check { name: "motion blur (1 % of the long side)", apply: |i, _| Ok(motion_blurred(i)) },
     Check { name: "underexposed 1.5 stops", apply: |i, _| Ok(underexposed(i)) },
+    Check { name: "overexposed 1 stop", apply: |i, _| Ok(exposed(i, OVEREXPOSE_STOPS)) },
+    Check { name: "JPEG q10", apply: |i, _| compressed(i, JPEG_ONLY_QUALITY) },
 ];
 
 /// How often each check's degraded copies scored lower than their originals.
