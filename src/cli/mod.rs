@@ -165,12 +165,17 @@ pub enum Command {
         /// safetensors file (for analysis outside Keepers, e.g. numpy).
         #[arg(long)]
         export_features: Option<PathBuf>,
-        /// multilevel: photos of the acceptance check (every plan before it ships: its blurred,
-        /// JPEG + noise, motion-blurred and underexposed copies must each score lower for 80 %
-        /// of them; src/train/degrade.rs).
+        /// multilevel: photos of the acceptance check, scored by each plan's final fit (before
+        /// a plan ships, each of its degraded copies — blur, JPEG + noise, motion blur, under-
+        /// and overexposure, JPEG — must score lower for 80 % of the photos it applies to,
+        /// pooled with --accept-live-every; src/train/degrade.rs).
         /// Default: the bundled sample album.
         #[arg(long)]
         accept_photos: Option<PathBuf>,
+        /// multilevel: also every k-th training row (0, k, 2k, ...) in the acceptance check,
+        /// each scored by the outer-fold head that did not see it; 0 = none.
+        #[arg(long, default_value_t = 4)]
+        accept_live_every: usize,
     },
     /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
     /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
@@ -328,6 +333,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cv_only,
             export_features,
             accept_photos,
+            accept_live_every,
         }) => match system.as_str() {
             "multilevel" => {
                 let plans = plans
@@ -351,6 +357,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     cv_only,
                     export_features: export_features.as_deref(),
                     accept_photos: accept_photos.unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")),
+                    accept_live_every,
                 })
             }
             "dma-fc" => train_quality::run(train_quality::TrainQualityArgs {

