@@ -10,9 +10,13 @@
 //!    inside each outer training set an inner CV chooses the ridge penalty, the outer held-out
 //!    photos are scored with [`crate::model::multilevel::LinearHead::patch_scores`] (what the
 //!    app runs). SRCC / PLCC per fold, mean ± sample std, and the fixed-penalty CV curve.
-//! 3. The plan with the best outer mean SRCC is refit on every photo (penalty by inner CV on all
-//!    of them) and saved (`quality_multilevel.{safetensors,json,sha256}`), loaded back with
-//!    [`QualityModel::load`] and checked against the training-side scores from pixels.
+//! 3. The plan with the best outer mean SRCC (the cheapest within 0.01 of it) is refit on every
+//!    photo (penalty by inner CV on all of them) and put through the acceptance check
+//!    ([`degrade`]): the sample photos scored by that fit and every `k`-th training photo by the
+//!    outer-fold head that did not see it, pooled; a plan failing it is dropped and the next
+//!    taken. The Lite0 pass over the check's photos and copies runs once per set of taps.
+//! 4. The shipped plan is saved (`quality_multilevel.{safetensors,json,sha256}`), loaded back
+//!    with [`QualityModel::load`] and checked against the training-side scores from pixels.
 //!
 //! `--system dma-fc` (the previous model; [`run`]):
 //! 1. Features: the cached random native patches of `keepers cv` (same plan and cache), and
@@ -93,23 +97,38 @@ fn per_fold(v: &[f64]) -> String {
 
 /// Grid features of one photo, `(n, 1280)`, cached by (path, size, mtime, grid, backbone).
 fn grid_features(path: &Path, grid_max: u32, net: &FoldedLite, sha: &str, cache: &Path) -> anyhow::Result<Tensor> {
+    cached_grid_tensor(path, grid_max, "grid-v1", "grid", sha, cache, |x| Ok(net.features(x)?.pooled))
+}
+
+/// `compute` on the normalised grid patches of the photo at `path` (the app's grid), cached in
+/// `cache` under tensor name `key`; the file is keyed by the path, size, mtime, `tag`, grid and
+/// patch size and the backbone's sha256, so a changed photo or backbone misses.
+pub(super) fn cached_grid_tensor(
+    path: &Path,
+    grid_max: u32,
+    tag: &str,
+    key: &str,
+    sha: &str,
+    cache: &Path,
+    compute: impl FnOnce(&Tensor) -> anyhow::Result<Tensor>,
+) -> anyhow::Result<Tensor> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let id = format!("{}\n{}\n{}\ngrid-v1-max{}-patch{}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
+    let id = format!("{}\n{}\n{}\n{tag}-max{}-patch{}\n{}", path.display(), meta.len(), mtime, grid_max, quality::PATCH, sha);
     let file = cache.join(format!("{}.safetensors", &weights::sha256_hex(id.as_bytes())[..32]));
     if let Ok(m) = candle_core::safetensors::load(&file, &Device::Cpu)
-        && let Some(t) = m.get("grid")
+        && let Some(t) = m.get(key)
     {
         return Ok(t.clone());
     }
     let img = load_checked(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let patches = quality::grid_patches(&img, grid_max, quality::PATCH);
     let imgs: Vec<&image::RgbImage> = patches.iter().map(|g| &g.patch.image).collect();
-    let f = net.features(&patches_tensor(&imgs, DType::F32, &Device::Cpu)?)?.pooled;
+    let t = compute(&patches_tensor(&imgs, DType::F32, &Device::Cpu)?)?;
     let tmp = file.with_extension("tmp");
-    candle_core::safetensors::save(&HashMap::from([("grid".to_string(), f.clone())]), &tmp)?;
+    candle_core::safetensors::save(&HashMap::from([(key.to_string(), t.clone())]), &tmp)?;
     std::fs::rename(&tmp, &file)?;
-    Ok(f)
+    Ok(t)
 }
 
 fn dma_fc() -> SystemConfig {
@@ -684,7 +703,7 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
         |name: &str| a.plans.iter().find(|p| p.name() == name).is_some_and(|p| p.brisque || p.views.iter().any(|v| *v != View::Grid));
     let accept_photos = load_accept_photos(&a.accept_photos)?;
     let live_witnesses: Vec<usize> =
-        if a.accept_live_every == 0 { Vec::new() } else { (0..kept.len()).filter(|&p| kept[p] % a.accept_live_every == 0).collect() };
+        if a.accept_live_every == 0 { Vec::new() } else { (0..kept.len()).filter(|&p| kept[p].is_multiple_of(a.accept_live_every)).collect() };
     let live_paths: Vec<&Path> = live_witnesses.iter().map(|&p| paths[kept[p]].as_path()).collect();
     // The check's photos and copies, through Lite0 once per set of taps (with every view a plan
     // of those taps uses).

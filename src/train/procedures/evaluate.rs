@@ -15,6 +15,7 @@ use candle_nn::VarMap;
 use super::stage::{RunExtra, extra_of};
 use super::{ProcedureError, Result, SystemSpec, TargetRules, Task, cfg_err, checkpoint_location};
 use crate::model::heads::Prediction;
+use crate::model::efficientnet_lite::FoldedLite;
 use crate::model::imagenet::load_lite0;
 use crate::model::systems::{Mode, System};
 use crate::model::weights::{self, WeightsFile};
@@ -90,6 +91,31 @@ pub struct LoadedModel {
     pub plan: FeaturePlan,
     pub theme_names: Vec<String>,
     pub meta: CheckpointMeta,
+    /// The folded Lite0 (with its file and sha256) that [`predict_photos`] extracts cached-path
+    /// features with, loaded on first use and kept: a worker re-scoring an album in chunks
+    /// reads and hashes the 13 MB file once, not per chunk.
+    backbone: std::sync::OnceLock<(PathBuf, FoldedLite, String)>,
+}
+
+impl LoadedModel {
+    /// The folded Lite0 of `lite0` and its sha256: loaded once and kept; a different file is
+    /// loaded into `fresh` and not kept.
+    fn backbone<'a>(&'a self, lite0: &Path, fresh: &'a mut Option<(PathBuf, FoldedLite, String)>) -> Result<&'a (PathBuf, FoldedLite, String)> {
+        let load = || -> Result<(PathBuf, FoldedLite, String)> {
+            let bytes = weights::read_verified(WeightsFile::EfficientNetLite0, lite0).map_err(|e| ProcedureError::Other(e.to_string()))?;
+            let sha = weights::sha256_hex(&bytes);
+            let net = load_lite0(lite0, DType::F32, &Device::Cpu).map_err(|e| ProcedureError::Other(e.to_string()))?.fold(DType::F32)?;
+            Ok((lite0.to_path_buf(), net, sha))
+        };
+        match self.backbone.get() {
+            Some(b) if b.0 == lite0 => Ok(b),
+            Some(_) => Ok(fresh.insert(load()?)),
+            None => {
+                let b = load()?;
+                Ok(self.backbone.get_or_init(|| b))
+            }
+        }
+    }
 }
 
 /// Loads `checkpoint` (`RUN/best.json`, `RUN/best`, `RUN`); `test_views` overrides the stored
@@ -129,6 +155,7 @@ fn rebuild(
         plan: extra.feature_plan(),
         theme_names: extra.theme_names.clone(),
         meta,
+        backbone: std::sync::OnceLock::new(),
     })
 }
 
@@ -159,10 +186,9 @@ pub fn predict_photos(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Vec<Option<Prediction>>, SkipReport)> {
     if model.cached {
-        let bytes = weights::read_verified(WeightsFile::EfficientNetLite0, &cfg.lite0).map_err(|e| ProcedureError::Other(e.to_string()))?;
-        let sha = weights::sha256_hex(&bytes);
-        let net = load_lite0(&cfg.lite0, DType::F32, &Device::Cpu).map_err(|e| ProcedureError::Other(e.to_string()))?.fold(DType::F32)?;
-        let (feats, skipped) = extract(paths, &model.plan, &net, &sha, cfg.feature_cache.as_deref(), &mut progress)?;
+        let mut fresh = None;
+        let (_, net, sha) = model.backbone(&cfg.lite0, &mut fresh)?;
+        let (feats, skipped) = extract(paths, &model.plan, net, sha, cfg.feature_cache.as_deref(), &mut progress)?;
         let fit = FitConfig { seed: cfg.seed, test_groups: model.spec.test_groups, ..Default::default() };
         let have: Vec<&PhotoFeatures> = feats.iter().flatten().collect();
         let mut it = small_data::predict(&model.sys, &have, &fit)?.into_iter();
