@@ -153,18 +153,7 @@ fn two_block_lite_every_parameter_gradient() -> candle_core::Result<()> {
     let varmap = VarMap::new();
     let net = EfficientNetLite::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu))?;
     // Seeded random values for every parameter (and positive running variances).
-    let mut vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in &vars {
-        let t = if name.ends_with("running_var") {
-            rng.uniform_tensor(var.shape(), 0.5, 1.5)?
-        } else if name.ends_with("bn0.weight") || name.ends_with("bn1.weight") || name.ends_with("bn2.weight") {
-            (rng.randn(var.shape(), 0.3)? + 1.0)?
-        } else {
-            rng.randn(var.shape(), 0.5)?
-        };
-        var.set(&t)?;
-    }
+    let vars = common::randomise_lite(&varmap, &mut rng)?;
     let trainable: Vec<&Var> = vars.iter().filter(|(n, _)| !n.contains("running_")).map(|(_, v)| v).collect();
     // stem + bn (3); block without expand: dw, bn1, project, bn2 (6); block with expand: +conv, bn0 (9);
     // head + bn (3); fc weight and bias (2).

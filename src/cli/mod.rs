@@ -7,6 +7,7 @@ mod brisque;
 mod classify;
 mod cv;
 mod eval;
+mod finetune_quality;
 mod info;
 mod predict;
 mod taste;
@@ -176,6 +177,51 @@ pub enum Command {
         /// each scored by the outer-fold head that did not see it; 0 = none.
         #[arg(long, default_value_t = 4)]
         accept_live_every: usize,
+    },
+    /// Cross-validates partial fine-tuning of the Lite0 column for quality (the last blocks and
+    /// the head convolution, started from the frozen ridge probe) against that frozen probe, on
+    /// the folds of train-quality; writes figures only (--out JSON), no model.
+    FinetuneQuality {
+        /// CSV with a path column and a score column (e.g. ../shared/data/livec/labels.csv).
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder the CSV's paths are relative to (default: the CSV's folder, or its images/).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Most grid cells per side (the app's grid).
+        #[arg(long, default_value_t = crate::model::quality::DEFAULT_GRID_MAX)]
+        grid_max: u32,
+        /// First fine-tuned block of Lite0's 16 (16: only the head convolution).
+        #[arg(long, default_value_t = 15)]
+        from_block: usize,
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+        /// AdamW learning rates, one fine-tuning run per rate, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0.0001")]
+        lrs: Vec<f64>,
+        /// The linear head's learning rate relative to the tail's.
+        #[arg(long, default_value_t = 1.0)]
+        head_lr_mult: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        weight_decay: f64,
+        /// Photos per step (each with all of its grid patches).
+        #[arg(long, default_value_t = 8)]
+        batch_photos: usize,
+        /// Ridge penalties of the frozen probe relative to the feature count, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1,3,10,30,100")]
+        lambdas: Vec<f64>,
+        #[arg(long, default_value_t = 5)]
+        inner_folds: usize,
+        /// Activation cache folder (default: the user cache dir, keepers/features).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Write the figures (per fold, per epoch) as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// BRISQUE score of each photo (classical no-reference quality, lower = better), or with
     /// --eval CSV the SRCC/PLCC of -BRISQUE against the CSV's scores.
@@ -375,6 +421,35 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }),
             other => anyhow::bail!("unknown --system {other:?} (multilevel or dma-fc)"),
         },
+        Some(Command::FinetuneQuality {
+            data,
+            images,
+            folds,
+            seed,
+            grid_max,
+            from_block,
+            epochs,
+            lrs,
+            head_lr_mult,
+            weight_decay,
+            batch_photos,
+            lambdas,
+            inner_folds,
+            cache,
+            out,
+        }) => finetune_quality::run(finetune_quality::FinetuneArgs {
+            data: &data,
+            images: images.as_deref(),
+            folds,
+            seed,
+            grid_max,
+            lambdas: &lambdas,
+            inner_folds,
+            lrs: &lrs,
+            tail: crate::train::tail_finetune::TailConfig { from_block, epochs, lr: lrs[0], head_lr_mult, weight_decay, batch_photos, seed },
+            cache,
+            out: out.as_deref(),
+        }),
         Some(Command::Brisque { paths, eval, images, folds, seed, model }) => match eval {
             Some(csv) => brisque::eval(&csv, images.as_deref(), model.as_deref(), folds, seed),
             None => brisque::score(&paths, model.as_deref()),

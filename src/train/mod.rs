@@ -20,6 +20,7 @@
 //!   progress, cancellation), their small-data variants, and evaluation of their checkpoints.
 //! - [`cv`]: k-fold cross-validation of those procedures (mean and spread over folds).
 //! - [`degrade`]: synthetic degradations and the quality model's acceptance check.
+//! - [`tail_finetune`]: partial fine-tuning of the Lite0 column's last blocks for quality.
 
 pub mod active;
 pub mod checkpoint;
@@ -37,5 +38,6 @@ pub mod profiles;
 pub mod ridge;
 pub mod schedule;
 pub mod small_data;
+pub mod tail_finetune;
 pub mod taste;
 pub mod taste_eval;

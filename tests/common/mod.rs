@@ -1,7 +1,8 @@
 //! Shared test helpers: a seeded generator (candle's CPU rng cannot be seeded).
 #![allow(dead_code)]
 
-use candle_core::{Device, Result, Shape, Tensor};
+use candle_core::{Device, Result, Shape, Tensor, Var};
+use candle_nn::VarMap;
 
 /// xorshift64* -> uniform and Box-Muller normal values, deterministic from `seed`.
 pub struct Rng(u64);
@@ -50,4 +51,22 @@ pub fn livec_dir() -> std::path::PathBuf {
         .find(|p| p.join("labels.csv").is_file())
         .cloned()
         .unwrap_or_else(|| panic!("LIVE Challenge data not found; looked in {candidates:?} (set KEEPERS_LIVEC)"))
+}
+
+/// Every variable of an EfficientNet-Lite `varmap` set to seeded random values (BatchNorm
+/// scales near 1, running variances in 0.5-1.5), returned as `(name, variable)` sorted by name.
+pub fn randomise_lite(varmap: &VarMap, rng: &mut Rng) -> Result<Vec<(String, Var)>> {
+    let mut vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, var) in &vars {
+        let t = if name.ends_with("running_var") {
+            rng.uniform_tensor(var.shape(), 0.5, 1.5)?
+        } else if name.ends_with("bn0.weight") || name.ends_with("bn1.weight") || name.ends_with("bn2.weight") {
+            (rng.randn(var.shape(), 0.3)? + 1.0)?
+        } else {
+            rng.randn(var.shape(), 0.5)?
+        };
+        var.set(&t)?;
+    }
+    Ok(vars)
 }
