@@ -6,6 +6,7 @@
 #   - the shipped model (multi-level Lite0 + ridge; its nested CV as recorded by
 #     `keepers train-quality` in weights/quality_multilevel.json, every feature plan tried, same folds),
 #   - the previous model (DMA-fc, grid inference; weights/quality_dma_fc.json, same folds),
+#   - partial fine-tuning of the column against its frozen probe (weights/quality_finetune_cv.json),
 #   - the Rust BRISQUE port (`keepers brisque --eval`), and the Python `brisque` package when its
 #     venv exists (scripts/brisque_reference.py says how to make it).
 # Features are cached after the first run (about 6 minutes for the 379 photos on 2 cores).
@@ -33,6 +34,16 @@ c = json.load(open("weights/quality_dma_fc.json"))["training"]["cv"]["chosen"]
 for k in ("grid", "random"):
     r = c[k]
     print(f"dma-fc ({k:6} inference)              SRCC {r['srcc_mean']:.3f} ± {r['srcc_std']:.3f}   PLCC {r['plcc_mean']:.3f} ± {r['plcc_std']:.3f}")
+import os
+if os.path.exists("weights/quality_finetune_cv.json"):
+    print("== partial fine-tuning of the column (weights/quality_finetune_cv.json, recorded by keepers finetune-quality, same folds)")
+    runs = json.load(open("weights/quality_finetune_cv.json"))["runs"]
+    p = runs[0]["probe"]
+    print(f"frozen probe (pooled 1280-d, ridge)      SRCC {p['srcc'][0]:.3f} ± {p['srcc'][1]:.3f}   PLCC {p['plcc'][0]:.3f} ± {p['plcc'][1]:.3f}")
+    for run in runs:
+        c = run["config"]
+        for t in run["tuned"]:
+            print(f"fine-tuned blocks {c['from_block']}-15 + head, lr {t['lr']:g}  SRCC {t['srcc'][0]:.3f} ± {t['srcc'][1]:.3f}   PLCC {t['plcc'][0]:.3f} ± {t['plcc'][1]:.3f}")
 PY
 echo "== BRISQUE, Rust port (same folds)"
 "$bin" brisque --eval "$data" --folds 5 --seed 0
