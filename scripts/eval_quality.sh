@@ -43,7 +43,7 @@ if os.path.exists("weights/quality_finetune_cv.json"):
     for run in runs:
         c = run["config"]
         for t in run["tuned"]:
-            print(f"fine-tuned from block {c['from_block']} + head, lr {t['lr']:g}SRCC {t['srcc'][0]:.3f} ± {t['srcc'][1]:.3f}   PLCC {t['plcc'][0]:.3f} ± {t['plcc'][1]:.3f}")
+            print(f"fine-tuned from block {c['from_block']} + head, lr {t['lr']:<7g} SRCC {t['srcc'][0]:.3f} ± {t['srcc'][1]:.3f}   PLCC {t['plcc'][0]:.3f} ± {t['plcc'][1]:.3f}")
 PY
 echo "== BRISQUE, Rust port (same folds)"
 "$bin" brisque --eval "$data" --folds 5 --seed 0
