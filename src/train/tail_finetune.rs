@@ -10,8 +10,9 @@
 //! Recipe: LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and
 //! Underperform Out-of-Distribution"): the linear head starts from ridge on the frozen
 //! features ([`TailNet::set_head`]), then head and tail train together with our AdamW on half
-//! the squared error of the standardised MOS (DMA's regression loss, paper 000 sec. 4), in
-//! seeded batches of photos. BatchNorm stays in evaluation mode (`train = false`): its ImageNet
+//! the squared error of the standardised MOS (the loss of the previous DMA-fc quality model; the
+//! seed papers classify or use EMD, LIVE gives one mean score per photo), in seeded batches of
+//! photos. BatchNorm stays in evaluation mode (`train = false`): its ImageNet
 //! statistics are kept, only its scale and shift train; a few hundred photos are too few to
 //! re-estimate them. The gradients of this whole path (segment mean, linear head, loss, tail
 //! blocks in evaluation mode) are checked against finite differences in `tests/finetune.rs`.
