@@ -9,7 +9,6 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use common::Rng;
-use keepers::model::efficientnet_lite::{LiteConfig, StageConfig};
 use keepers::model::imagenet::load_lite0;
 use keepers::model::quality;
 use keepers::model::systems::patches_tensor;
@@ -17,27 +16,12 @@ use keepers::model::weights::WeightsFile;
 use keepers::train::gradcheck::check_gradients;
 use keepers::train::tail_finetune::{TailConfig, TailNet, fine_tune, half_mse, photo_mean};
 
-/// Three blocks: block 0 stays frozen, blocks 1-2 and the head train (from = 1).
-fn three_block_config() -> LiteConfig {
-    LiteConfig {
-        stem_channels: 6,
-        stages: vec![
-            StageConfig { kernel: 3, stride: 1, expand: 1, out_channels: 6, repeats: 1 },
-            StageConfig { kernel: 5, stride: 2, expand: 3, out_channels: 5, repeats: 2 },
-        ],
-        head_channels: 7,
-        num_classes: None,
-        bn_eps: 1e-3,
-        bn_momentum: 0.01,
-        image_size: 15,
-    }
-}
-
-/// A tail model with seeded random weights (positive running variances).
+/// A three-block tail model (block 0 frozen, blocks 1-2 and the head train when `from` = 1)
+/// with seeded random weights (positive running variances).
 fn random_tail(seed: u64, from: usize) -> candle_core::Result<(TailNet, Vec<(String, Var)>)> {
     let mut rng = Rng::new(seed);
     let varmap = VarMap::new();
-    let tail = TailNet::new(&three_block_config(), varmap.clone(), from, DType::F64, &Device::Cpu)?;
+    let tail = TailNet::new(&common::tiny_lite(2, None), varmap.clone(), from, DType::F64, &Device::Cpu)?;
     let vars = common::randomise_lite(&varmap, &mut rng)?;
     Ok((tail, vars))
 }
@@ -95,7 +79,7 @@ fn tail_loss_gradients_match_finite_differences() -> candle_core::Result<()> {
 }
 
 #[test]
-fn fine_tuning_fits_training_photos_and_leaves_the_frozen_part() -> anyhow::Result<()> {
+fn fine_tuning_fits_training_photos_leaves_the_frozen_part_and_restores() -> anyhow::Result<()> {
     let (tail, vars) = random_tail(4, 1)?;
     let mut rng = Rng::new(5);
     // 12 photos of 2-3 random patches; targets a fixed function of the photos plus noise.
@@ -103,6 +87,7 @@ fn fine_tuning_fits_training_photos_and_leaves_the_frozen_part() -> anyhow::Resu
     let z: Vec<f64> = (0..12).map(|_| rng.normal()).collect();
     let before: Vec<(String, Vec<f64>)> =
         vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().flatten_all()?.to_vec1::<f64>()?))).collect::<candle_core::Result<_>>()?;
+    let saved = tail.snapshot()?;
     let cfg = TailConfig { from_block: 1, epochs: 60, lr: 1e-2, head_lr_mult: 1.0, weight_decay: 0.0, batch_photos: 4, seed: 0 };
     let refs: Vec<&Tensor> = acts.iter().collect();
     let mut losses = Vec::new();
@@ -118,6 +103,11 @@ fn fine_tuning_fits_training_photos_and_leaves_the_frozen_part() -> anyhow::Resu
         let changed = old.iter().zip(&now).any(|(a, b)| a != b);
         let trains = backbone.iter().any(|(n, _)| n == name);
         assert_eq!(changed, trains, "{name}: changed {changed}, trainable {trains}");
+    }
+    // Restoring the snapshot puts every variable back (what each CV fold starts from).
+    tail.restore(&saved)?;
+    for ((name, old), (_, var)) in before.iter().zip(&vars) {
+        assert_eq!(&var.as_tensor().flatten_all()?.to_vec1::<f64>()?, old, "{name} after restore");
     }
     // A stop request from the callback ends the run.
     let mut epochs = 0;

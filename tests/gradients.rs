@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use common::Rng;
 use keepers::model::batchnorm::BatchNorm;
 use keepers::model::depthwise::{DwGeometry, depthwise_conv};
-use keepers::model::efficientnet_lite::{EfficientNetLite, LiteConfig, StageConfig};
+use keepers::model::efficientnet_lite::EfficientNetLite;
 use keepers::model::padding::{SamePadding, conv2d_same};
 use keepers::train::gradcheck::check_gradients;
 
@@ -129,27 +129,10 @@ fn batchnorm_training_gradients_and_running_stats() -> candle_core::Result<()> {
     Ok(())
 }
 
-fn two_block_config() -> LiteConfig {
-    LiteConfig {
-        stem_channels: 6,
-        stages: vec![
-            // identity-residual block without expansion, like Lite0's first block
-            StageConfig { kernel: 3, stride: 1, expand: 1, out_channels: 6, repeats: 1 },
-            // expanded stride-2 5x5 block
-            StageConfig { kernel: 5, stride: 2, expand: 3, out_channels: 5, repeats: 1 },
-        ],
-        head_channels: 7,
-        num_classes: Some(4),
-        bn_eps: 1e-3,
-        bn_momentum: 0.01,
-        image_size: 15,
-    }
-}
-
 #[test]
 fn two_block_lite_every_parameter_gradient() -> candle_core::Result<()> {
     let mut rng = Rng::new(4);
-    let cfg = two_block_config();
+    let cfg = common::tiny_lite(1, Some(4));
     let varmap = VarMap::new();
     let net = EfficientNetLite::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu))?;
     // Seeded random values for every parameter (and positive running variances).

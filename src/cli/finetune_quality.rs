@@ -107,6 +107,8 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<std::process::ExitCode> {
     // The pretrained tail's photo features: the frozen probe's input, the same for every fold.
     let frozen: Vec<Vec<f64>> = acts.iter().zip(&counts).map(|(t, &c)| Ok(tail.photo_features(t, &[c])?.remove(0))).collect::<anyhow::Result<_>>()?;
     let folds = fold_ids(scores.len(), a.folds, a.seed);
+    // Every fold and rate starts from the shipped Lite0.
+    let pretrained = tail.snapshot()?;
     let d = frozen[0].len() as f64;
     let grid: Vec<f64> = a.lambdas.iter().map(|r| r * d).collect();
     println!(
@@ -138,7 +140,7 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<std::process::ExitCode> {
         let mut tuned = Vec::new();
         for &lr in a.lrs {
             let t_fold = std::time::Instant::now();
-            load_lite0_again(&tail, &lite0)?;
+            tail.restore(&pretrained)?;
             tail.set_head(&probe.w, probe.bias)?;
             let cfg = TailConfig { lr, seed: a.seed.wrapping_add(f as u64), ..a.tail };
             let tr_acts: Vec<&Tensor> = tr.iter().map(|&i| &acts[i]).collect();
@@ -219,10 +221,4 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("wrote {}", out.display());
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Resets the backbone to the shipped Lite0 before the next fold.
-fn load_lite0_again(tail: &TailNet, lite0: &Path) -> anyhow::Result<()> {
-    crate::model::systems::load_lite0_into(tail.varmap(), "column", lite0)?;
-    Ok(())
 }

@@ -446,7 +446,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             lambdas: &lambdas,
             inner_folds,
             lrs: &lrs,
-            tail: crate::train::tail_finetune::TailConfig { from_block, epochs, lr: lrs[0], head_lr_mult, weight_decay, batch_photos, seed },
+            tail: crate::train::tail_finetune::TailConfig { from_block, epochs, lr: lrs.first().copied().unwrap_or_default(), head_lr_mult, weight_decay, batch_photos, seed },
             cache,
             out: out.as_deref(),
         }),

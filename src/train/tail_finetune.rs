@@ -91,8 +91,18 @@ impl TailNet {
         Ok(Self { varmap, net, w, b, from })
     }
 
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
+    /// Copies of the trained backbone variables' values, to [`TailNet::restore`] between runs.
+    pub fn snapshot(&self) -> Result<Vec<Tensor>> {
+        self.trainable().0.iter().map(|(_, v)| v.as_tensor().copy()).collect()
+    }
+
+    /// Sets the trained backbone variables back to a [`TailNet::snapshot`].
+    pub fn restore(&self, saved: &[Tensor]) -> Result<()> {
+        let vars = self.trainable().0;
+        if vars.len() != saved.len() {
+            candle_core::bail!("snapshot of {} variables, {} train", saved.len(), vars.len());
+        }
+        vars.iter().zip(saved).try_for_each(|((_, v), t)| v.set(t))
     }
 
     /// The frozen part: normalised patches `(P, 3, S, S)` -> NHWC activations entering block
@@ -162,15 +172,12 @@ pub fn half_mse(pred: &Tensor, z: &Tensor) -> Result<Tensor> {
     (pred - z)?.sqr()?.mean_all()? * 0.5
 }
 
-/// One photo's cached tail inputs `(patches, h, w, c)`.
-pub type PhotoActs = Tensor;
-
-/// Fine-tunes `tail` on photos `acts` with standardised targets `z`; `on_epoch(epoch, mean
+/// Fine-tunes `tail` on photos `acts` (each photo's cached tail inputs, `(patches, h, w, c)`) with standardised targets `z`; `on_epoch(epoch, mean
 /// loss)` after each epoch (return `false` to stop). Batches are a seeded permutation per
 /// epoch (`seed`, epoch).
 pub fn fine_tune(
     tail: &TailNet,
-    acts: &[&PhotoActs],
+    acts: &[&Tensor],
     z: &[f64],
     cfg: &TailConfig,
     on_epoch: &mut dyn FnMut(usize, f64) -> anyhow::Result<bool>,

@@ -70,3 +70,21 @@ pub fn randomise_lite(varmap: &VarMap, rng: &mut Rng) -> Result<Vec<(String, Var
     }
     Ok(vars)
 }
+
+/// A tiny EfficientNet-Lite for gradient checks: an identity-residual block without expansion
+/// (like Lite0's first), then `expanded` stride-2 5x5 blocks with expansion 3; 15 px input.
+pub fn tiny_lite(expanded: usize, num_classes: Option<usize>) -> keepers::model::efficientnet_lite::LiteConfig {
+    use keepers::model::efficientnet_lite::{LiteConfig, StageConfig};
+    LiteConfig {
+        stem_channels: 6,
+        stages: vec![
+            StageConfig { kernel: 3, stride: 1, expand: 1, out_channels: 6, repeats: 1 },
+            StageConfig { kernel: 5, stride: 2, expand: 3, out_channels: 5, repeats: expanded },
+        ],
+        head_channels: 7,
+        num_classes,
+        bn_eps: 1e-3,
+        bn_momentum: 0.01,
+        image_size: 15,
+    }
+}
