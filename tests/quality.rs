@@ -44,16 +44,9 @@ fn score_all(m: &QualityModel, imgs: &[RgbImage]) -> Vec<QualityScore> {
     m.score(&refs).unwrap()
 }
 
-/// The acceptance check `keepers train-quality` applied before shipping
-/// (`keepers::train::degrade::CHECKS`: Gaussian blur, JPEG q8 + noise, motion blur, 1.5 stops
-/// under, 1 stop over, JPEG q10), redone on the bundled sample photos with the shipped model
-/// from pixels: each photo's copies scored beside it give exactly the counts the training run
-/// recorded for these photos (`acceptance.checked[].sample_photos` of the shipped plan, the last
-/// one checked), and the pooled counts it recorded (with the out-of-fold training photos) pass.
-#[test]
-fn degraded_copies_score_lower_on_the_sample_album() {
-    let m = model();
-    let photos = samples();
+/// Scores each photo beside its degraded copies (one forward per photo), prints a row per photo,
+/// and returns per check (lower, of): how many copies scored below their original.
+fn copies_table(m: &QualityModel, photos: &[(String, RgbImage)]) -> Vec<(usize, usize)> {
     let names: Vec<&str> = degrade::CHECKS.iter().map(|c| c.name).collect();
     println!("{:<42} original | {}", "photo", names.join(" | "));
     let mut counted = vec![(0usize, 0usize); degrade::CHECKS.len()];
@@ -61,7 +54,7 @@ fn degraded_copies_score_lower_on_the_sample_album() {
         let copies = degrade::degraded_copies(img, i as u64).unwrap();
         let mut imgs = vec![img.clone()];
         imgs.extend(copies.iter().flatten().cloned());
-        let s: Vec<f64> = score_all(&m, &imgs).iter().map(|q| q.score as f64).collect();
+        let s: Vec<f64> = score_all(m, &imgs).iter().map(|q| q.score as f64).collect();
         assert!(s.iter().all(|v| v.is_finite()));
         let mut next = s[1..].iter();
         let mut line = Vec::new();
@@ -78,6 +71,20 @@ fn degraded_copies_score_lower_on_the_sample_album() {
         }
         println!("{name:<42} {:8.2} {}", s[0], line.join(" "));
     }
+    counted
+}
+
+/// The acceptance check `keepers train-quality` applied before shipping
+/// (`keepers::train::degrade::CHECKS`: Gaussian blur, JPEG q8 + noise, motion blur, 1.5 stops
+/// under, 1 stop over, JPEG q10), redone on the bundled sample photos with the shipped model
+/// from pixels: each photo's copies scored beside it give exactly the counts the training run
+/// recorded for these photos (`acceptance.checked[].sample_photos` of the shipped plan, the last
+/// one checked), and the pooled counts it recorded (with the out-of-fold training photos) pass.
+#[test]
+fn degraded_copies_score_lower_on_the_sample_album() {
+    let m = model();
+    let photos = samples();
+    let counted = copies_table(&m, &photos);
     let originals: Vec<RgbImage> = photos.iter().map(|(_, i)| i.clone()).collect();
     let check = degrade::acceptance(&originals, |imgs| -> Result<Vec<f64>, image::ImageError> {
         Ok(m.score(imgs).unwrap().iter().map(|q| q.score as f64).collect())
@@ -105,6 +112,39 @@ fn degraded_copies_score_lower_on_the_sample_album() {
     let dark = degrade::underexposed(o);
     let mean = |x: &RgbImage| x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64;
     assert!(mean(&dark) < 0.75 * mean(o) && mean(&dark) > 0.5 * mean(o), "1.5 stops in linear light: x0.62 in 2.2-gamma values");
+}
+
+/// The same checks on the photos as the app scores them (decoded to a long side of 1024 px,
+/// `ScoringConfig::DEFAULT_MAX_SIDE`; the test above uses full resolution, as training did), the
+/// degradations applied at that size. Blur, JPEG + noise, motion blur and JPEG q10 pass the
+/// shipping rule (at least `ACCEPT_FRACTION` of the photos). Exposure is the model's known
+/// weakness (`weights/quality.md`, "Limitations"): at this size 1.5 stops under scores lower for
+/// 11 of 14 photos, one short of the rule, and 1 stop over for 13 of 14; those counts are pinned
+/// so that the card stays true of the shipped model.
+#[test]
+fn degraded_copies_score_lower_at_the_apps_decode_size() {
+    let m = model();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
+    let size = keepers::library::decode::Size::Fit(keepers::worker::ScoringConfig::DEFAULT_MAX_SIDE);
+    let photos: Vec<(String, RgbImage)> = keepers::library::decode::list_images(&dir)
+        .unwrap()
+        .iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), keepers::library::decode::decode_path(p, size).unwrap().image))
+        .collect();
+    assert_eq!(photos.len(), 16);
+    let counted = copies_table(&m, &photos);
+    let check = degrade::Acceptance {
+        photos: photos.len(),
+        checks: degrade::CHECKS.iter().zip(&counted).map(|(c, &(lower, of))| degrade::CheckCount { name: c.name, lower, of }).collect(),
+    };
+    println!("{check}");
+    for c in &check.checks {
+        match c.name {
+            n if n.starts_with("underexposed") => assert_eq!((c.lower, c.of), (11, 14), "{check}"),
+            n if n.starts_with("overexposed") => assert_eq!((c.lower, c.of), (13, 14), "{check}"),
+            _ => assert!(c.passed() && c.of == 16, "{check}"),
+        }
+    }
 }
 
 /// An exposure change is checked only on photos not already wrong that way: mean linear
@@ -258,7 +298,12 @@ fn weighted_ridge_with_copies_meets_its_optimality_conditions() {
         let cw: Vec<f64> = (0..d).map(|j| if j % 3 == 0 { 1.5 } else { 0.8 }).collect();
         let copies = |w: f64, twice: bool| Copies {
             rows: if twice {
-                vec![c1.iter().map(Vec::as_slice).collect(), c1.iter().map(Vec::as_slice).collect(), c2.iter().map(Vec::as_slice).collect(), c2.iter().map(Vec::as_slice).collect()]
+                vec![
+                    c1.iter().map(Vec::as_slice).collect(),
+                    c1.iter().map(Vec::as_slice).collect(),
+                    c2.iter().map(Vec::as_slice).collect(),
+                    c2.iter().map(Vec::as_slice).collect(),
+                ]
             } else {
                 vec![c1.iter().map(Vec::as_slice).collect(), c2.iter().map(Vec::as_slice).collect()]
             },

@@ -67,6 +67,16 @@ fn cli_reports_missing_weights_without_panic() {
     assert!(text.contains("MISSING"), "{text}");
 }
 
+/// `KEEPERS_DEVICE=cpu` keeps a GPU build on the CPU, and `keepers info` says why.
+#[test]
+fn keepers_device_cpu_is_honoured_and_reported() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keepers")).arg("info").env("KEEPERS_DEVICE", "cpu").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.contains("CPU") && l.contains("chosen by KEEPERS_DEVICE=cpu")), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_keepers")).arg("info").env_remove("KEEPERS_DEVICE").output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("KEEPERS_DEVICE"));
+}
+
 #[test]
 fn cli_reports_unreadable_photo_and_goes_on() {
     let dir = tmpdir("photos");

@@ -660,3 +660,29 @@ fn an_unusable_database_is_reported_once_and_photos_still_score() {
     assert_eq!(sc.len(), 3);
     assert!(sc.values().all(|(s, db)| !db && s.classes.len() == 5));
 }
+
+/// `keepers bench scoring DIR --photos N` runs the app's scoring configuration on N photos made
+/// from DIR's and prints the end-to-end and per-stage figures; it writes nothing under DIR.
+#[test]
+fn bench_scoring_scores_every_photo_and_leaves_the_folder_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["coffee.png", "china.jpg"] {
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples").join(name), dir.path().join(name)).unwrap();
+    }
+    let listing = || list_images(dir.path()).unwrap();
+    let before = listing();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepers"))
+        .args(["bench", "scoring"])
+        .arg(dir.path())
+        .args(["--photos", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("end to end: 10 photos (10 scored, 10 with a quality score, 0 failed)"), "{text}");
+    let rate: f64 = text.split("steady state: ").nth(1).and_then(|t| t.split(' ').next()).and_then(|v| v.parse().ok()).expect(&text);
+    assert!(rate > 0.0 && rate.is_finite(), "{text}");
+    assert!(text.contains("by stage, ms per photo over 2 photos"), "{text}");
+    assert_eq!(listing(), before);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "nothing written under DIR");
+}

@@ -1256,13 +1256,7 @@ pub fn export_files(files: &[PathBuf], dest: &Path) -> std::io::Result<usize> {
 
 fn start_scoring(ctx: &egui::Context, opts: &AppOptions) -> Scoring {
     let wake_ctx = ctx.clone();
-    let cfg = ScoringConfig {
-        batch: 8,
-        quality: Some(crate::worker::shipped_quality()),
-        brisque: true,
-        ..ScoringConfig::new(opts.db_path.clone())
-    };
-    Scoring::start(cfg, Some(Arc::new(move || wake_ctx.request_repaint())))
+    Scoring::start(ScoringConfig::app(opts.db_path.clone()), Some(Arc::new(move || wake_ctx.request_repaint())))
 }
 
 impl eframe::App for KeepersApp {

@@ -18,7 +18,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Resets the peak-RSS counter (Linux >= 4.0); harmless elsewhere.
-fn reset_peak_rss() {
+pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

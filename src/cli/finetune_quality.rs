@@ -105,7 +105,8 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let counts: Vec<usize> = acts.iter().map(|t| t.dim(0)).collect::<candle_core::Result<_>>()?;
     // The pretrained tail's photo features: the frozen probe's input, the same for every fold.
-    let frozen: Vec<Vec<f64>> = acts.iter().zip(&counts).map(|(t, &c)| Ok(tail.photo_features(t, &[c])?.remove(0))).collect::<anyhow::Result<_>>()?;
+    let frozen: Vec<Vec<f64>> =
+        acts.iter().zip(&counts).map(|(t, &c)| Ok(tail.photo_features(t, &[c])?.remove(0))).collect::<anyhow::Result<_>>()?;
     let folds = fold_ids(scores.len(), a.folds, a.seed);
     // Every fold and rate starts from the shipped Lite0.
     let pretrained = tail.snapshot()?;

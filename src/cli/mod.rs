@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_library;
+mod bench_scoring;
 mod brisque;
 mod classify;
 mod cv;
@@ -277,6 +278,15 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = crate::library::thumbs::DEFAULT_SIDE)]
         side: u32,
     },
+    /// Time the app takes to score a shoot: the worker scores N photos (DIR's, repeated under
+    /// distinct names in a temporary album) end to end, then ms per photo by stage.
+    Scoring {
+        #[arg(default_value = "assets/samples")]
+        dir: PathBuf,
+        /// Photos in the temporary album (DIR's photos repeated).
+        #[arg(long, default_value_t = 64)]
+        photos: usize,
+    },
     /// Few-shot taste profiles (issue 8): keep = top third of a CSV's scores, reject = bottom
     /// third; profiles from N labels, several draws each, ROC AUC on the other labelled photos.
     Taste {
@@ -446,7 +456,15 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             lambdas: &lambdas,
             inner_folds,
             lrs: &lrs,
-            tail: crate::train::tail_finetune::TailConfig { from_block, epochs, lr: lrs.first().copied().unwrap_or_default(), head_lr_mult, weight_decay, batch_photos, seed },
+            tail: crate::train::tail_finetune::TailConfig {
+                from_block,
+                epochs,
+                lr: lrs.first().copied().unwrap_or_default(),
+                head_lr_mult,
+                weight_decay,
+                batch_photos,
+                seed,
+            },
             cache,
             out: out.as_deref(),
         }),
@@ -456,6 +474,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         },
         Some(Command::Bench { what: BenchWhat::Backbone { reps, inference_only } }) => bench::backbone(reps, inference_only),
         Some(Command::Bench { what: BenchWhat::Library { dir, max_files, side } }) => bench_library::library(&dir, max_files, side),
+        Some(Command::Bench { what: BenchWhat::Scoring { dir, photos } }) => bench_scoring::scoring(&dir, photos),
         Some(Command::Bench {
             what:
                 BenchWhat::Taste { data, images, systems, labels, draws, seed, steps, lr, l2, per_dim_scale, no_untuned, cache, out, active },

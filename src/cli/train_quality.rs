@@ -702,8 +702,11 @@ pub fn run_multilevel(a: MultilevelArgs) -> anyhow::Result<std::process::ExitCod
     let extra =
         |name: &str| a.plans.iter().find(|p| p.name() == name).is_some_and(|p| p.brisque || p.views.iter().any(|v| *v != View::Grid));
     let accept_photos = load_accept_photos(&a.accept_photos)?;
-    let live_witnesses: Vec<usize> =
-        if a.accept_live_every == 0 { Vec::new() } else { (0..kept.len()).filter(|&p| kept[p].is_multiple_of(a.accept_live_every)).collect() };
+    let live_witnesses: Vec<usize> = if a.accept_live_every == 0 {
+        Vec::new()
+    } else {
+        (0..kept.len()).filter(|&p| kept[p].is_multiple_of(a.accept_live_every)).collect()
+    };
     let live_paths: Vec<&Path> = live_witnesses.iter().map(|&p| paths[kept[p]].as_path()).collect();
     // The check's photos and copies, through Lite0 once per set of taps (with every view a plan
     // of those taps uses).
@@ -835,7 +838,13 @@ fn levels_of(net: &FoldedLite, imgs: &[&image::RgbImage], every: &LevelsPlan, gr
 }
 
 /// Levels of one photo's applicable copies, in check order.
-fn copy_levels(net: &FoldedLite, photo: &image::RgbImage, seed: u64, every: &LevelsPlan, grid_max: u32) -> anyhow::Result<Vec<Option<PhotoLevels>>> {
+fn copy_levels(
+    net: &FoldedLite,
+    photo: &image::RgbImage,
+    seed: u64,
+    every: &LevelsPlan,
+    grid_max: u32,
+) -> anyhow::Result<Vec<Option<PhotoLevels>>> {
     let copies = degrade::degraded_copies(photo, seed)?;
     let present: Vec<&image::RgbImage> = copies.iter().flatten().collect();
     let mut levels = levels_of(net, &present, every, grid_max)?.into_iter();

@@ -160,8 +160,7 @@ pub const JPEG_ONLY_QUALITY: u8 = 10;
 /// (sRGB read as a 2.2 power), multiplied by `2^stops`, clipped at white, and back.
 pub fn exposed(img: &RgbImage, stops: f64) -> RgbImage {
     let k = 2f64.powf(stops);
-    let lut: Vec<u8> =
-        (0..=255u32).map(|v| (255.0 * ((v as f64 / 255.0).powf(2.2) * k).min(1.0).powf(1.0 / 2.2)).round() as u8).collect();
+    let lut: Vec<u8> = (0..=255u32).map(|v| (255.0 * ((v as f64 / 255.0).powf(2.2) * k).min(1.0).powf(1.0 / 2.2)).round() as u8).collect();
     let mut out = img.clone();
     out.iter_mut().for_each(|v| *v = lut[*v as usize]);
     out

@@ -109,7 +109,11 @@ pub struct Copies<'a> {
 impl<'a> Copies<'a> {
     /// The copies of rows `idx` (in that order).
     pub fn subset(&self, idx: &[usize]) -> Copies<'a> {
-        Copies { rows: self.rows.iter().map(|r| idx.iter().map(|&i| r[i]).collect()).collect(), frac: self.frac.clone(), weight: self.weight }
+        Copies {
+            rows: self.rows.iter().map(|r| idx.iter().map(|&i| r[i]).collect()).collect(),
+            frac: self.frac.clone(),
+            weight: self.weight,
+        }
     }
 
     /// Copy targets for originals with targets `y`: `(copy k, row i) -> lo + (y_i - lo) frac_k`.

@@ -143,7 +143,8 @@ impl TailNet {
         let tail: Vec<String> = (self.from..self.net.num_blocks()).map(|i| format!("{PREFIX}._blocks.{i}.")).collect();
         let head_conv = [format!("{PREFIX}._conv_head."), format!("{PREFIX}._bn1.")];
         let keep = |n: &str| {
-            !n.contains("running_") && (tail.iter().any(|p| n.starts_with(p.as_str())) || head_conv.iter().any(|p| n.starts_with(p.as_str())))
+            !n.contains("running_")
+                && (tail.iter().any(|p| n.starts_with(p.as_str())) || head_conv.iter().any(|p| n.starts_with(p.as_str())))
         };
         let backbone = ParamGroup::from_varmap("tail", &self.varmap, keep).vars;
         let head = vec![("head.w".to_string(), self.w.clone()), ("head.b".to_string(), self.b.clone())];

@@ -53,6 +53,22 @@ use crate::model::quality::PATCH_FEATURES_ID;
 use crate::model::views::Rect;
 use crate::model::weights::WeightsFile;
 
+/// The backbone's outputs for each photo, as the worker stores them: the top [`TOP_CLASSES`]
+/// ImageNet classes of the centre 224 view and its pooled 1280-d features (the embedding).
+pub fn backbone_outputs(
+    c: &Classifier,
+    names: &[&'static str],
+    images: &[&RgbImage],
+    device: &Device,
+) -> candle_core::Result<Vec<(Vec<ClassScore>, Vec<f32>)>> {
+    let x = imagenet_batch(images, c.input_size(), device)?;
+    let f = c.network().features(&x)?;
+    let p = candle_nn::ops::softmax(&c.network().classify(&f.pooled)?, D::Minus1)?;
+    let p = p.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let e = f.pooled.to_dtype(DType::F32).and_then(|t: Tensor| t.to_vec2::<f32>())?;
+    Ok(p.iter().zip(e).map(|(row, e)| (top_k(row, TOP_CLASSES).into_iter().map(|(i, p)| (i, names[i], p)).collect(), e)).collect())
+}
+
 /// Model id of the backbone's outputs and embeddings in the database.
 pub const LITE0_MODEL_ID: &str = "lite0";
 /// Output head holding the ImageNet top-5 (`[[class index, probability], ...]`).
@@ -157,6 +173,8 @@ pub struct ScoringConfig {
 impl ScoringConfig {
     /// Long side photos are decoded to for scoring (the app and `keepers predict`).
     pub const DEFAULT_MAX_SIDE: u32 = 1024;
+    /// Photos per batch in the app.
+    pub const APP_BATCH: usize = 8;
 
     /// The shipped Lite0 weights, batches of 8, photos decoded to 1024 px, no quality model.
     pub fn new(db_path: PathBuf) -> ScoringConfig {
@@ -168,6 +186,12 @@ impl ScoringConfig {
             quality: None,
             brisque: false,
         }
+    }
+
+    /// What the desktop app scores with (and `keepers bench scoring` measures): batches of
+    /// [`Self::APP_BATCH`], the shipped quality model and BRISQUE.
+    pub fn app(db_path: PathBuf) -> ScoringConfig {
+        ScoringConfig { batch: Self::APP_BATCH, quality: Some(shipped_quality()), brisque: true, ..ScoringConfig::new(db_path) }
     }
 }
 
@@ -779,12 +803,7 @@ impl Engine {
     /// Top-5 classes and pooled features for each image (centre 224 view).
     fn backbone(&self, images: &[&RgbImage]) -> candle_core::Result<Vec<(Vec<ClassScore>, Vec<f32>)>> {
         let c = self.classifier.get().expect("backbone called with a classifier");
-        let x = imagenet_batch(images, c.input_size(), &self.device)?;
-        let f = c.network().features(&x)?;
-        let p = candle_nn::ops::softmax(&c.network().classify(&f.pooled)?, D::Minus1)?;
-        let p = p.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let e = f.pooled.to_dtype(DType::F32).and_then(|t: Tensor| t.to_vec2::<f32>())?;
-        Ok(p.iter().zip(e).map(|(row, e)| (top_k(row, TOP_CLASSES).into_iter().map(|(i, p)| (i, self.names[i], p)).collect(), e)).collect())
+        backbone_outputs(c, &self.names, images, &self.device)
     }
 
     /// Writes one photo's outputs in one transaction.

@@ -14,8 +14,8 @@ use candle_nn::VarMap;
 
 use super::stage::{RunExtra, extra_of};
 use super::{ProcedureError, Result, SystemSpec, TargetRules, Task, cfg_err, checkpoint_location};
-use crate::model::heads::Prediction;
 use crate::model::efficientnet_lite::FoldedLite;
+use crate::model::heads::Prediction;
 use crate::model::imagenet::load_lite0;
 use crate::model::systems::{Mode, System};
 use crate::model::weights::{self, WeightsFile};
@@ -100,7 +100,11 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// The folded Lite0 of `lite0` and its sha256: loaded once and kept; a different file is
     /// loaded into `fresh` and not kept.
-    fn backbone<'a>(&'a self, lite0: &Path, fresh: &'a mut Option<(PathBuf, FoldedLite, String)>) -> Result<&'a (PathBuf, FoldedLite, String)> {
+    fn backbone<'a>(
+        &'a self,
+        lite0: &Path,
+        fresh: &'a mut Option<(PathBuf, FoldedLite, String)>,
+    ) -> Result<&'a (PathBuf, FoldedLite, String)> {
         let load = || -> Result<(PathBuf, FoldedLite, String)> {
             let bytes = weights::read_verified(WeightsFile::EfficientNetLite0, lite0).map_err(|e| ProcedureError::Other(e.to_string()))?;
             let sha = weights::sha256_hex(&bytes);
