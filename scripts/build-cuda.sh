@@ -26,20 +26,25 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 
 mode="${1:-}"
+case "$mode" in
+  "" | --check | --pip-toolkit) ;;
+  *) echo "usage: bash scripts/build-cuda.sh [--check | --pip-toolkit]" >&2; exit 2 ;;
+esac
 if [ "$mode" = "--pip-toolkit" ]; then
   tk="$PWD/.cuda-toolkit"
   cu="$tk/venv/lib/python3.$(python3 -c 'import sys; print(sys.version_info[1])')/site-packages/nvidia/cu13"
   if [ ! -x "$cu/bin/nvcc" ]; then
-    python3 -m venv "$tk/venv"
+    python3 -m venv "$tk/venv" || { echo "python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
     "$tk/venv/bin/pip" install -q nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-crt==13.0.88 \
       nvidia-nvvm==13.0.88 nvidia-cuda-cccl==13.0.85
     chmod +x "$cu"/bin/* "$cu"/nvvm/bin/*
   fi
   # Link stubs, beside the toolkit's libraries where cudarc's build script points the linker.
-  registry="$(dirname "$(cargo metadata --format-version 1 --locked --features cuda | python3 -c '
+  manifest="$(cargo metadata --format-version 1 --locked --features cuda | python3 -c '
 import json, sys
-print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc"))')")"
-  [ -d "$registry/src" ] || { echo "cudarc's sources not found (cargo metadata)" >&2; exit 1; }
+print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc"))')"
+  registry="$(dirname "$manifest")"
+  [ -f "$registry/src/driver/sys/mod.rs" ] || { echo "cudarc's bindings not found (cargo metadata said '$manifest')" >&2; exit 1; }
   python3 - "$registry/src" "$cu/lib" <<'EOF'
 import os, re, subprocess, sys
 src, lib = sys.argv[1], sys.argv[2]
@@ -52,8 +57,10 @@ for module, name, soname in libs:
     names = sorted(set(re.findall(r"^pub unsafe fn (\w+)\(", text, re.M)))
     c = os.path.join(lib, f"stub_{name}.c")
     with open(c, "w") as f:
-        # Every entry point answers 100 (CUDA_ERROR_NO_DEVICE for the driver): loaded in place of
-        # the driver on a machine without a GPU, the binary falls back to the CPU.
+        # Every entry point answers 100 (CUDA_ERROR_NO_DEVICE for the driver), so that a binary
+        # pointed at these stubs (copied under their sonames, on LD_LIBRARY_PATH) on a machine
+        # without a GPU falls back to the CPU: how the fallback was checked. Without the driver
+        # (and no stubs) the binary does not start: libcuda.so.1 is linked at start-up.
         f.write("/* Link-time stub: the real library is loaded by its soname at run time. */\n")
         f.writelines(f"int {n}(void) {{ return 100; }}\n" for n in names)
     subprocess.run(["cc", "-shared", "-fPIC", "-o", os.path.join(lib, f"lib{name}.so"), f"-Wl,-soname,{soname}", c], check=True)

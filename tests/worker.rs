@@ -671,12 +671,17 @@ fn bench_scoring_scores_every_photo_and_leaves_the_folder_alone() {
     }
     let listing = || list_images(dir.path()).unwrap();
     let before = listing();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepers"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_keepers"))
         .args(["bench", "scoring"])
         .arg(dir.path())
         .args(["--photos", "10"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let scratch = std::env::temp_dir().join(format!("keepers-bench-scoring-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    assert!(!scratch.exists(), "the temporary album {} is removed", scratch.display());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("end to end: 10 photos (10 scored, 10 with a quality score, 0 failed)"), "{text}");

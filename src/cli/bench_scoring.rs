@@ -6,9 +6,9 @@
 //!   one database transaction per photo, batches of 8) scores an album of N photos: hard links (or
 //!   copies, where links fail) of DIR's photos under distinct names, in a temporary folder with its
 //!   own temporary library database, so every photo is decoded and computed. Printed: model
-//!   loading (time to the first result), then photos per second and ms per photo from the first
-//!   result to the last, and the minutes a 1,000-photo shoot takes at that rate.
-//! - **By stage.** DIR's photos once more, batch by batch as the worker runs them, one stage at a
+//!   loading (time to the first result), then photos per second and ms per photo from the end of
+//!   the first batch to the last result, and the minutes a 1,000-photo shoot takes at that rate.
+//! - **By stage.** DIR's photos once more (at most N), batch by batch as the worker runs them, one stage at a
 //!   time on the same device: decode (parallel over the batch), backbone centre view, quality model,
 //!   BRISQUE (parallel over the batch). The stages sum to less than the end-to-end figure by the
 //!   database writes and the hand-over between threads.
@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -62,10 +63,13 @@ pub fn scoring(dir: &Path, photos: usize) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&tmp.0);
     let album = tmp.0.join("album");
     std::fs::create_dir_all(&album).with_context(|| format!("creating {}", album.display()))?;
-    let mut files = Vec::with_capacity(photos);
+    // Each source photo is linked (or, across file systems, copied) once; its repeats are hard
+    // links to that first file, so N photos never take N copies' space.
+    let mut files: Vec<PathBuf> = Vec::with_capacity(photos);
     for i in 0..photos {
-        let src = &sources[i % sources.len()];
-        let dst = album.join(format!("{i:05}_{}", src.file_name().and_then(|n| n.to_str()).unwrap_or("photo")));
+        let k = i % sources.len();
+        let src = if i < sources.len() { &sources[k] } else { &files[k] };
+        let dst = album.join(format!("{i:05}_{}", sources[k].file_name().and_then(|n| n.to_str()).unwrap_or("photo")));
         if std::fs::hard_link(src, &dst).is_err() {
             std::fs::copy(src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
         }
@@ -86,7 +90,7 @@ pub fn scoring(dir: &Path, photos: usize) -> anyhow::Result<ExitCode> {
     drop(lib);
 
     end_to_end(&db, ids.into_iter().map(|(id, _)| id).zip(files).map(|(id, path)| ScoreRequest { id, path }).collect())?;
-    stages(&sources, &device)?;
+    stages(&sources[..sources.len().min(photos)], &device)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -112,7 +116,8 @@ fn end_to_end(db: &Path, reqs: Vec<ScoreRequest>) -> anyhow::Result<()> {
             Ok(ScoreEvent::ModelUnavailable { what, error }) => eprintln!("{what} unavailable: {error}"),
             Ok(ScoreEvent::StoreFailed { error }) => eprintln!("database: {error}"),
             Ok(ScoreEvent::Idle) => {}
-            Err(_) => bail!("no scoring event for 10 minutes ({} of {n} scored)", times.len()),
+            Err(RecvTimeoutError::Timeout) => bail!("no scoring event for 10 minutes ({} of {n} scored)", times.len()),
+            Err(RecvTimeoutError::Disconnected) => bail!("the scoring thread stopped ({} of {n} scored)", times.len()),
         }
     }
     drop(s);
@@ -160,7 +165,9 @@ fn stages(sources: &[PathBuf], device: &candle_core::Device) -> anyhow::Result<(
         t[0] += s;
         let images: Vec<&RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok().map(|d| &d.image)).collect();
         n += images.len();
-        t[1] += secs(|| backbone_outputs(&classifier, &names, &images, device)).1;
+        let (r, s) = secs(|| backbone_outputs(&classifier, &names, &images, device));
+        r?;
+        t[1] += s;
         if let Some(q) = &quality {
             let (r, s) = secs(|| q.score_and_features(&images));
             r?;
