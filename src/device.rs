@@ -7,29 +7,26 @@ use candle_core::Device;
 /// Environment variable that, set to `cpu`, makes [`best_device`] choose the CPU.
 pub const DEVICE_ENV: &str = "KEEPERS_DEVICE";
 
-/// The best available device, and a human-readable description of it.
+/// The best available device, and a human-readable description of it (for the CPU, why: the
+/// environment asked for it, or no GPU answered).
 pub fn best_device() -> (Device, String) {
-    let cpu = || (Device::Cpu, format!("CPU ({} threads, {})", threads(), simd_level()));
+    let cpu = |why: &str| (Device::Cpu, format!("CPU ({} threads, {}){why}", threads(), simd_level()));
     if std::env::var(DEVICE_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("cpu")) {
-        let (d, desc) = cpu();
-        return (d, format!("{desc}, chosen by {DEVICE_ENV}=cpu"));
+        return cpu(&format!(", chosen by {DEVICE_ENV}=cpu"));
     }
     #[cfg(feature = "cuda")]
-    match Device::new_cuda(0) {
+    let why = match Device::new_cuda(0) {
         Ok(d) => return (d, "CUDA device 0".to_string()),
-        Err(e) => {
-            let (d, desc) = cpu();
-            // candle's error carries a backtrace after the first line.
-            let e = e.to_string();
-            return (d, format!("{desc}; no CUDA device: {}", e.lines().next().unwrap_or_default()));
-        }
-    }
+        // candle's error carries a backtrace after its first line.
+        Err(e) => format!("; no CUDA device: {}", e.to_string().lines().next().unwrap_or_default()),
+    };
+    #[cfg(not(feature = "cuda"))]
+    let why = String::new();
     #[cfg(feature = "metal")]
     if let Ok(d) = Device::new_metal(0) {
         return (d, "Metal device 0".to_string());
     }
-    #[allow(unreachable_code)]
-    cpu()
+    cpu(&why)
 }
 
 /// Worker threads used by the CPU kernels (rayon; `RAYON_NUM_THREADS` overrides).

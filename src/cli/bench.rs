@@ -22,6 +22,33 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Runs `f`, returning its result and the seconds it took.
+pub fn secs<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed().as_secs_f64())
+}
+
+/// A benchmark's scratch folder in the system's temporary folder, named by the benchmark and
+/// this process's id, emptied when made and removed when dropped (however the benchmark ends).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(bench: &str) -> anyhow::Result<Scratch> {
+        use anyhow::Context;
+        let dir = std::env::temp_dir().join(format!("keepers-bench-{bench}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -7,20 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Instant;
 
 use anyhow::Context;
 
+use super::bench::{Scratch, secs};
 use crate::library::decode::{self, Size};
 use crate::library::formats::Format;
 use crate::library::scan;
 use crate::library::thumbs::{ThumbCache, ThumbKey};
-
-fn secs<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let t = Instant::now();
-    let r = f();
-    (r, t.elapsed().as_secs_f64())
-}
 
 /// Seconds per file for `djpeg -outfile /dev/null`, minus process start-up measured on an 8x8 JPEG.
 fn djpeg_seconds(files: &[PathBuf], tmp: &Path) -> Option<(f64, f64)> {
@@ -60,12 +54,8 @@ pub fn library(dir: &Path, max_files: usize, side: u32) -> anyhow::Result<ExitCo
         println!("no decode figures ({})", if max_files == 0 { "--max-files 0" } else { "no JPEG files" });
         return Ok(ExitCode::SUCCESS);
     }
-    let tmp = std::env::temp_dir().join(format!("keepers-bench-library-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = decode_figures(&jpegs, side, &tmp);
-    let _ = std::fs::remove_dir_all(&tmp);
-    result?;
+    let tmp = Scratch::new("library")?;
+    decode_figures(&jpegs, side, &tmp.0)?;
     Ok(ExitCode::SUCCESS)
 }
 

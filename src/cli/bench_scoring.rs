@@ -26,6 +26,7 @@ use anyhow::{Context, bail};
 use image::RgbImage;
 use rayon::prelude::*;
 
+use super::bench::{Scratch, secs};
 use crate::library::db::{Library, PhotoRecord};
 use crate::library::decode::{Size, decode_path, list_images};
 use crate::model::brisque::Brisque;
@@ -34,21 +35,6 @@ use crate::model::quality::{self, QualityModel};
 use crate::model::weights::WeightsFile;
 use crate::worker::scoring::backbone_outputs;
 use crate::worker::{ScoreEvent, ScoreRequest, Scoring, ScoringConfig};
-
-/// Removes the temporary folder however the bench ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn secs<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let t = Instant::now();
-    let r = f();
-    (r, t.elapsed().as_secs_f64())
-}
 
 pub fn scoring(dir: &Path, photos: usize) -> anyhow::Result<ExitCode> {
     let sources = list_images(dir).with_context(|| format!("listing {}", dir.display()))?;
@@ -59,8 +45,7 @@ pub fn scoring(dir: &Path, photos: usize) -> anyhow::Result<ExitCode> {
     let (device, desc) = crate::device::best_device();
     println!("scoring as the app does (decode to {} px, batches of {}), {desc}", ScoringConfig::DEFAULT_MAX_SIDE, ScoringConfig::APP_BATCH);
 
-    let tmp = TempDir(std::env::temp_dir().join(format!("keepers-bench-scoring-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&tmp.0);
+    let tmp = Scratch::new("scoring")?;
     let album = tmp.0.join("album");
     std::fs::create_dir_all(&album).with_context(|| format!("creating {}", album.display()))?;
     // Each source photo is linked (or, across file systems, copied) once; its repeats are hard
@@ -96,7 +81,7 @@ pub fn scoring(dir: &Path, photos: usize) -> anyhow::Result<ExitCode> {
 
 fn end_to_end(db: &Path, reqs: Vec<ScoreRequest>) -> anyhow::Result<()> {
     let n = reqs.len();
-    crate::cli::bench::reset_peak_rss();
+    super::bench::reset_peak_rss();
     let start = Instant::now();
     let s = Scoring::start(ScoringConfig::app(db.to_owned()), None);
     s.submit(reqs);
@@ -136,7 +121,7 @@ fn end_to_end(db: &Path, reqs: Vec<ScoreRequest>) -> anyhow::Result<()> {
             "  steady state: {rate:.2} photos/s = {:.0} ms per photo; a 1,000-photo shoot in {:.1} min; peak RSS {}",
             1e3 / rate,
             1000.0 / rate / 60.0,
-            crate::cli::bench::peak_rss_mib().map_or("?".into(), |m| format!("{m:.0} MiB"))
+            super::bench::peak_rss_mib().map_or("?".into(), |m| format!("{m:.0} MiB"))
         );
     } else {
         println!("  (too few photos for a steady rate: use --photos {})", 4 * batch);

@@ -173,15 +173,15 @@ pub struct ScoringConfig {
 impl ScoringConfig {
     /// Long side photos are decoded to for scoring (the app and `keepers predict`).
     pub const DEFAULT_MAX_SIDE: u32 = 1024;
-    /// Photos per batch in the app.
+    /// Photos per backbone batch (the app's, and the default).
     pub const APP_BATCH: usize = 8;
 
-    /// The shipped Lite0 weights, batches of 8, photos decoded to 1024 px, no quality model.
+    /// The shipped Lite0 weights, batches of [`Self::APP_BATCH`], photos decoded to 1024 px, no quality model.
     pub fn new(db_path: PathBuf) -> ScoringConfig {
         ScoringConfig {
             db_path,
             lite0: WeightsFile::EfficientNetLite0.path(),
-            batch: 8,
+            batch: Self::APP_BATCH,
             max_side: Self::DEFAULT_MAX_SIDE,
             quality: None,
             brisque: false,
@@ -191,7 +191,7 @@ impl ScoringConfig {
     /// What the desktop app scores with (and `keepers bench scoring` measures): batches of
     /// [`Self::APP_BATCH`], the shipped quality model and BRISQUE.
     pub fn app(db_path: PathBuf) -> ScoringConfig {
-        ScoringConfig { batch: Self::APP_BATCH, quality: Some(shipped_quality()), brisque: true, ..ScoringConfig::new(db_path) }
+        ScoringConfig { quality: Some(shipped_quality()), brisque: true, ..ScoringConfig::new(db_path) }
     }
 }
 
