@@ -1,5 +1,6 @@
 //! f64 finite-difference checks of every trainable piece of the backbone: the direct
-//! depthwise convolution, the TF SAME padding rule, BatchNorm in training mode, and a
+//! depthwise convolution, the TF SAME padding rule, BatchNorm in training mode (composed, and the
+//! CPU's fused op with and without ReLU6, also against the composed one), and a
 //! 2-block EfficientNet-Lite with random weights (every parameter).
 
 mod common;
@@ -125,6 +126,73 @@ fn batchnorm_training_gradients_and_running_stats() -> candle_core::Result<()> {
         let ch = i % c;
         let want = (xv - rm[ch]) / (rv[ch] + 1e-3).sqrt();
         assert!((yv - want).abs() < 1e-12);
+    }
+    Ok(())
+}
+
+/// A BatchNorm on `c` channels with seeded random gamma and beta, and its trainable variables.
+fn random_bn(c: usize, dtype: DType, rng: &mut Rng) -> candle_core::Result<(BatchNorm, Vec<Var>)> {
+    let varmap = VarMap::new();
+    let bn = BatchNorm::new(c, 1e-3, 0.1, VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu))?;
+    let d = varmap.data().lock().unwrap();
+    for name in ["weight", "bias", "running_mean"] {
+        d[name].set(&rng.randn(c, 1.0)?.to_dtype(dtype)?)?;
+    }
+    d["running_var"].set(&rng.uniform_tensor(c, 0.5, 2.0)?.to_dtype(dtype)?)?;
+    Ok((bn, vec![d["weight"].clone(), d["bias"].clone()]))
+}
+
+#[test]
+fn fused_batchnorm_relu6_gradients() -> candle_core::Result<()> {
+    // Batch norm + ReLU6 as one op: inputs spread so that some outputs clip at 0 and at 6.
+    let mut rng = Rng::new(5);
+    let c = 3;
+    let (bn, p) = random_bn(c, DType::F64, &mut rng)?;
+    p[0].set(&(p[0].as_tensor() * 4.0)?)?;
+    let x = Var::from_tensor(&(rng.randn((2, 4, 3, c), 2.0)? + 0.5)?)?;
+    let y: Vec<f64> = bn.forward_relu6_t(&x, true)?.flatten_all()?.to_vec1()?;
+    assert!(y.contains(&0.0) && y.contains(&6.0) && y.iter().any(|&v| v > 0.0 && v < 6.0), "{y:?}");
+    let r = rng.randn((2, 4, 3, c), 1.0)?;
+    // Training mode (batch statistics) and evaluation mode (running statistics, `x a + b`).
+    for train in [true, false] {
+        let rep = check_gradients(&[&x, &p[0], &p[1]], || weighted_sum(&bn.forward_relu6_t(&x, train)?, &r), EPS, 10_000)?;
+        assert!(rep.max_scaled_err < TOL, "train {train}: {rep:?}");
+        assert!(rep.max_numeric > 0.1);
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_batchnorm_matches_the_composed_ops() -> candle_core::Result<()> {
+    // The CPU's fused ops against the same layer written with candle ops (what other devices
+    // run), in training and in evaluation mode: outputs, every gradient, the running statistics. 2 x 30 x 25 = 1,500 rows, more
+    // than one of the op's row chunks.
+    for (dtype, tol, train) in [(DType::F64, 1e-11, true), (DType::F32, 2e-5, true), (DType::F64, 1e-11, false), (DType::F32, 2e-5, false)]
+    {
+        let mut rng = Rng::new(6);
+        let c = 12;
+        let x = Var::from_tensor(&(rng.randn((2, 30, 25, c), 1.5)? + 0.7)?.to_dtype(dtype)?)?;
+        let r = rng.randn((2, 30, 25, c), 1.0)?.to_dtype(dtype)?;
+        let mut results = Vec::new();
+        for fused in [true, false] {
+            let (bn, p) = random_bn(c, dtype, &mut Rng::new(7))?;
+            let y = if fused { bn.forward_relu6_t(&x, train)? } else { bn.forward_t_composed(&x, train)?.clamp(0f32, 6f32)? };
+            let grads = weighted_sum(&y, &r)?.backward()?;
+            let flat = |t: &Tensor| -> candle_core::Result<Vec<f64>> { t.to_dtype(DType::F64)?.flatten_all()?.to_vec1() };
+            let mut vals = vec![flat(&y)?];
+            for v in [x.as_tensor(), p[0].as_tensor(), p[1].as_tensor()] {
+                vals.push(flat(grads.get(v).expect("a gradient for every input"))?);
+            }
+            vals.push(flat(bn.running_mean())?);
+            vals.push(flat(bn.running_var())?);
+            results.push(vals);
+        }
+        for (k, what) in ["output", "dx", "dgamma", "dbeta", "running mean", "running var"].iter().enumerate() {
+            let (a, b) = (&results[0][k], &results[1][k]);
+            let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale;
+            assert!(err < tol, "{dtype:?} train {train} {what}: fused and composed differ by {err:e} (relative to {scale})");
+        }
     }
     Ok(())
 }

@@ -1,12 +1,16 @@
-//! `keepers bench backbone`: backbone forward time per 224x224 image and peak memory.
+//! `keepers bench backbone`: backbone forward time per 224x224 image and peak memory, and the
+//! time of one training step (forward with batch statistics and backward to every parameter).
 //! Prints figures; compare with `scripts/bench_pytorch.py` run on the same machine.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 
+use crate::model::efficientnet_lite::{EfficientNetLite, LiteConfig};
 use crate::model::imagenet::load_lite0;
+use crate::model::systems::column::load_lite0_into;
 use crate::model::weights::WeightsFile;
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
@@ -60,6 +64,10 @@ pub fn backbone(reps: usize, inference_only: bool) -> anyhow::Result<ExitCode> {
     let net = load_lite0(&WeightsFile::EfficientNetLite0.path(), DType::F32, &device)?;
     let size = net.config().image_size;
     let folded = net.fold(DType::F32)?;
+    // The same weights as variables, for the training step.
+    let varmap = VarMap::new();
+    let trainable = EfficientNetLite::new(&LiteConfig::lite0(), VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("column"))?;
+    load_lite0_into(&varmap, "column", &WeightsFile::EfficientNetLite0.path())?;
     println!("EfficientNet-Lite0 forward to logits, {size}x{size}, f32, {desc}");
     println!("{:<26} {:>6} {:>12} {:>12} {:>14}", "path", "batch", "ms/batch", "ms/image", "peak RSS MiB");
     for batch in [1usize, 16] {
@@ -90,6 +98,30 @@ pub fn backbone(reps: usize, inference_only: bool) -> anyhow::Result<ExitCode> {
             let ms = median(times);
             let peak = peak_rss_mib().map_or("n/a".to_string(), |m| format!("{m:.0}"));
             println!("{name:<26} {batch:>6} {ms:>12.1} {:>12.2} {peak:>14}", ms / batch as f64);
+        }
+        if !inference_only {
+            // One fine-tuning step's work: forward with batch statistics, a loss on the logits,
+            // backward to every parameter (no optimiser update, so every repetition is alike).
+            let y = Tensor::randn(0f32, 1.0, (batch, 1000), &Device::Cpu)?.to_device(&device)?;
+            let net = &trainable;
+            reset_peak_rss();
+            let step = || -> candle_core::Result<()> {
+                let loss = (net.forward_t(&x, true)? * &y)?.sum_all()?;
+                let grads = loss.backward()?;
+                device.synchronize()?;
+                drop(grads);
+                Ok(())
+            };
+            step()?; // warm-up
+            let times: Vec<f64> = (0..reps.min(5))
+                .map(|_| {
+                    let (r, s) = secs(step);
+                    r.map(|_| s * 1e3)
+                })
+                .collect::<candle_core::Result<_>>()?;
+            let ms = median(times);
+            let peak = peak_rss_mib().map_or("n/a".to_string(), |m| format!("{m:.0}"));
+            println!("{:<26} {batch:>6} {ms:>12.1} {:>12.2} {peak:>14}", "train step (fwd + bwd)", ms / batch as f64);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -126,10 +126,6 @@ fn pointwise(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.reshape((n * h * wd, cin))?.matmul(&wt)?.reshape((n, h, wd, cout))
 }
 
-fn relu6(x: &Tensor) -> Result<Tensor> {
-    x.clamp(0f32, 6f32)
-}
-
 /// Stem: 3x3 stride-2 convolution on the NCHW input with TF SAME padding, returned NHWC.
 fn stem_conv(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     conv2d_same(x, w, 2)?.permute((0, 2, 3, 1))
@@ -184,14 +180,14 @@ impl MbConv {
     fn forward_t(&self, x: &Tensor, train: bool, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut h = x.clone();
         if let Some((w, bn)) = &self.expand {
-            h = relu6(&bn.forward_t(&pointwise(&h, w)?, train)?)?;
+            h = bn.forward_relu6_t(&pointwise(&h, w)?, train)?;
         }
         if let Some(m) = mask {
             h = h.broadcast_mul(m)?;
         }
         let (_, hh, ww, _) = h.dims4()?;
         h = depthwise_conv(&h, &self.dw_kkc()?, self.geometry(hh, ww))?;
-        h = relu6(&self.bn1.forward_t(&h, train)?)?;
+        h = self.bn1.forward_relu6_t(&h, train)?;
         h = self.bn2.forward_t(&pointwise(&h, &self.project)?, train)?;
         if self.residual { h + x } else { Ok(h) }
     }
@@ -239,7 +235,7 @@ impl EfficientNetLite {
 
     /// Stem convolution + BN + ReLU6: NCHW input `(N, 3, H, W)` -> NHWC `(N, H/2, W/2, 32)`.
     pub fn stem_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        relu6(&self.bn0.forward_t(&stem_conv(x, &self.stem)?, train)?)
+        self.bn0.forward_relu6_t(&stem_conv(x, &self.stem)?, train)
     }
 
     /// The MBConv blocks `range` on an NHWC map. `mask(h, w)` gives a `(N, h, w, 1)` 0/1
@@ -269,7 +265,7 @@ impl EfficientNetLite {
 
     /// Head convolution + BN + ReLU6 and global average pooling.
     pub fn head_t(&self, h: &Tensor, train: bool) -> Result<Features> {
-        let map = relu6(&self.bn1.forward_t(&pointwise(h, &self.head)?, train)?)?;
+        let map = self.bn1.forward_relu6_t(&pointwise(h, &self.head)?, train)?;
         let pooled = map.mean((1, 2))?;
         Ok(Features { map, pooled })
     }
