@@ -167,7 +167,8 @@ fn fused_batchnorm_matches_the_composed_ops() -> candle_core::Result<()> {
     // The CPU's fused ops against the same layer written with candle ops (what other devices
     // run), in training and in evaluation mode: outputs, every gradient, the running statistics. 2 x 30 x 25 = 1,500 rows, more
     // than one of the op's row chunks.
-    for (dtype, tol, train) in [(DType::F64, 1e-11, true), (DType::F32, 2e-5, true), (DType::F64, 1e-11, false), (DType::F32, 2e-5, false)]
+    let cases = [(DType::F64, 1e-11), (DType::F32, 2e-5)];
+    for ((dtype, tol), train, relu6) in cases.iter().flat_map(|&c| [(c, true, true), (c, true, false), (c, false, true), (c, false, false)])
     {
         let mut rng = Rng::new(6);
         let c = 12;
@@ -176,7 +177,12 @@ fn fused_batchnorm_matches_the_composed_ops() -> candle_core::Result<()> {
         let mut results = Vec::new();
         for fused in [true, false] {
             let (bn, p) = random_bn(c, dtype, &mut Rng::new(7))?;
-            let y = if fused { bn.forward_relu6_t(&x, train)? } else { bn.forward_t_composed(&x, train)?.clamp(0f32, 6f32)? };
+            let y = match (fused, relu6) {
+                (true, true) => bn.forward_relu6_t(&x, train)?,
+                (true, false) => bn.forward_t(&x, train)?,
+                (false, true) => bn.forward_t_composed(&x, train)?.clamp(0f32, 6f32)?,
+                (false, false) => bn.forward_t_composed(&x, train)?,
+            };
             let grads = weighted_sum(&y, &r)?.backward()?;
             let flat = |t: &Tensor| -> candle_core::Result<Vec<f64>> { t.to_dtype(DType::F64)?.flatten_all()?.to_vec1() };
             let mut vals = vec![flat(&y)?];
@@ -191,8 +197,47 @@ fn fused_batchnorm_matches_the_composed_ops() -> candle_core::Result<()> {
             let (a, b) = (&results[0][k], &results[1][k]);
             let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let err = a.iter().zip(b).fold(0.0f64, |m, (u, v)| m.max((u - v).abs())) / scale;
-            assert!(err < tol, "{dtype:?} train {train} {what}: fused and composed differ by {err:e} (relative to {scale})");
+            assert!(err < tol, "{dtype:?} train {train} relu6 {relu6} {what}: fused and composed differ by {err:e} (relative to {scale})");
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_batchnorm_is_the_same_on_any_number_of_threads_and_keeps_nan() -> candle_core::Result<()> {
+    // Training must repeat bit for bit: the op's sums run over fixed row chunks in a fixed order.
+    let mut rng = Rng::new(8);
+    let c = 16;
+    let x = Var::from_tensor(&rng.randn((3, 40, 30, c), 1.0)?.to_dtype(DType::F32)?)?;
+    let r = rng.randn((3, 40, 30, c), 1.0)?.to_dtype(DType::F32)?;
+    let run = |threads: usize| -> candle_core::Result<Vec<Vec<f32>>> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (bn, p) = random_bn(c, DType::F32, &mut Rng::new(9))?;
+            let y = bn.forward_relu6_t(&x, true)?;
+            let g = weighted_sum(&y, &r)?.backward()?;
+            let mut out = vec![y.flatten_all()?.to_vec1()?, bn.running_var().to_vec1()?];
+            for v in [x.as_tensor(), p[0].as_tensor(), p[1].as_tensor()] {
+                out.push(g.get(v).unwrap().flatten_all()?.to_vec1()?);
+            }
+            Ok(out)
+        })
+    };
+    let one = run(1)?;
+    for threads in [2, 3] {
+        assert!(run(threads)? == one, "{threads} threads differ from one");
+    }
+
+    // A NaN input makes its channel NaN (a diverging run must show a NaN loss), not 0 or 6.
+    let (bn, _) = random_bn(2, DType::F64, &mut Rng::new(10))?;
+    let x = Tensor::new(&[[1.0f64, 2.0], [f64::NAN, 0.5], [3.0, -1.0]], &Device::Cpu)?;
+    for train in [true, false] {
+        let y: Vec<Vec<f64>> = bn.forward_relu6_t(&x, train)?.to_vec2()?;
+        assert!(y[1][0].is_nan(), "train {train}: {y:?}");
+        if train {
+            assert!(y.iter().all(|row| row[0].is_nan()), "the batch mean of channel 0 is NaN: {y:?}");
+        }
+        assert!(y.iter().all(|row| row[1].is_finite()), "channel 1 has no NaN: {y:?}");
     }
     Ok(())
 }

@@ -24,8 +24,15 @@
 //! dbeta = sum g,   dgamma = sum g x^,   dx = gamma istd (g - dbeta / M - x^ dgamma / M)
 //! ```
 //!
-//! `tests/gradients.rs` checks it against f64 finite differences and against the composed
-//! version ([`BatchNorm::forward_t_composed`], which other devices run).
+//! In evaluation mode the CPU runs [`ChannelAffine`], `y = x a + b` with `a = gamma istd` and
+//! `b = beta - mean a` from the running statistics (which get no gradient), sharing the
+//! backward kernel. Where ReLU6 clips, exactly at 0 and 6 included, the gradient is 0 (PyTorch's
+//! convention; candle's `clamp` passes half at the boundary). f16/bf16 and other devices run the
+//! composed layer.
+//!
+//! `tests/gradients.rs` checks both against f64 finite differences and against the composed
+//! version ([`BatchNorm::forward_t_composed`]), with and without ReLU6, and that the result does
+//! not depend on the number of threads.
 
 use std::sync::{Arc, OnceLock};
 
@@ -76,7 +83,8 @@ impl BatchNorm {
     }
 
     fn forward_act_t(&self, x: &Tensor, train: bool, relu6: bool) -> Result<Tensor> {
-        if !x.device().is_cpu() {
+        // The fused ops are CPU kernels for f32 and f64; anything else runs the composed layer.
+        if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
             let y = self.forward_t_composed(x, train)?;
             return if relu6 { y.clamp(0f32, 6f32) } else { Ok(y) };
         }
@@ -141,7 +149,10 @@ impl BatchNorm {
             (mean, var)
         } else {
             let dt = x.dtype();
-            (self.running_mean.to_dtype(dt)?.unsqueeze(0)?, self.running_var.to_dtype(dt)?.unsqueeze(0)?)
+            (
+                self.running_mean.as_tensor().detach().to_dtype(dt)?.unsqueeze(0)?,
+                self.running_var.as_tensor().detach().to_dtype(dt)?.unsqueeze(0)?,
+            )
         };
         let inv_std = (var + self.eps)?.sqrt()?.recip()?;
         let y = flat.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?;
@@ -235,13 +246,17 @@ fn cast<T: WithDType>(v: &[f64]) -> Vec<T> {
 }
 
 impl BnTrain {
-    fn forward<T: WithDType + Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    fn forward<T: WithDType + Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Result<Vec<T>> {
         let c = gamma.len();
-        let mo = self.moments.get_or_init(|| moments(x, c, self.eps));
+        // One op instance normalises one input: its backward reads these moments.
+        if self.moments.set(moments(x, c, self.eps)).is_err() {
+            candle_core::bail!("batch norm: one op instance applied twice");
+        }
+        let mo = self.moments.get().expect("just set");
         // y = x a + b with a = gamma istd, b = beta - mean a.
         let a: Vec<f64> = gamma.iter().zip(&mo.istd).map(|(g, s)| f64_of(*g) * s).collect();
         let b: Vec<T> = cast(&beta.iter().zip(&mo.mean).zip(&a).map(|((b, m), a)| f64_of(*b) - m * a).collect::<Vec<_>>());
-        affine_rows(x, &cast(&a), &b, self.relu6)
+        Ok(affine_rows(x, &cast(&a), &b, self.relu6))
     }
 }
 
@@ -257,7 +272,14 @@ fn affine_rows<T: WithDType + Float>(x: &[T], a: &[T], b: &[T], relu6: bool) -> 
             }
             if relu6 {
                 for o in yr.iter_mut() {
-                    *o = Float::min(Float::max(*o, zero), six);
+                    // NaN stays NaN (as candle's clamp), so a diverging run still shows a NaN loss.
+                    *o = if *o < zero {
+                        zero
+                    } else if *o > six {
+                        six
+                    } else {
+                        *o
+                    };
                 }
             }
         }
@@ -265,7 +287,7 @@ fn affine_rows<T: WithDType + Float>(x: &[T], a: &[T], b: &[T], relu6: bool) -> 
     y
 }
 
-/// Runs `f` on the three operands as slices of one float type (f32 or f64).
+/// Runs `f` (returning a `Result`) on the three operands as slices of one float type (f32 or f64).
 macro_rules! dispatch3 {
     ($what:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $f:expr) => {
         match $s1.dtype() {
@@ -273,12 +295,12 @@ macro_rules! dispatch3 {
                 super::cpu_slice::<f32>($s1, $l1, $what)?,
                 super::cpu_slice::<f32>($s2, $l2, $what)?,
                 super::cpu_slice::<f32>($s3, $l3, $what)?,
-            )),
+            )?),
             DType::F64 => CpuStorage::F64($f(
                 super::cpu_slice::<f64>($s1, $l1, $what)?,
                 super::cpu_slice::<f64>($s2, $l2, $what)?,
                 super::cpu_slice::<f64>($s3, $l3, $what)?,
-            )),
+            )?),
             dt => candle_core::bail!("{}: dtype {dt:?} not supported (f32 and f64 only)", $what),
         }
     };
@@ -349,7 +371,7 @@ impl CustomOp3 for ChannelAffine {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         check_channels(self.name(), l1, l2, l3)?;
-        let out = dispatch3!(self.name(), s1, l1, s2, l2, s3, l3, |x, a, b| affine_rows(x, a, b, self.relu6));
+        let out = dispatch3!(self.name(), s1, l1, s2, l2, s3, l3, |x, a, b| Result::Ok(affine_rows(x, a, b, self.relu6)));
         Ok((out, l1.shape().clone()))
     }
 
@@ -458,7 +480,7 @@ impl CustomOp3 for AffineGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = dispatch3!(self.name(), s1, l1, s2, l2, s3, l3, |x, g, y| self.backward(x, g, y));
+        let out = dispatch3!(self.name(), s1, l1, s2, l2, s3, l3, |x, g, y| Result::Ok(self.backward(x, g, y)));
         Ok((out, l1.shape().clone()))
     }
 }

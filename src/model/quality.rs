@@ -76,11 +76,14 @@ pub const LEGACY_DMA_WEIGHTS_FILE: &str = "quality_dma_fc.safetensors";
 pub const DEFAULT_GRID_MAX: u32 = 4;
 /// Patch side: the backbone's input.
 pub const PATCH: u32 = 224;
-/// Patches whose backbone pass shares one batch. Eight is as fast per photo as 64 in
+/// Patches whose backbone pass shares one batch. On the CPU, eight is as fast per photo as 64 in
 /// `keepers bench scoring` (the 1x1 convolutions already have 112 x 112 rows per patch) and
 /// peaks at 390 MiB instead of 960-990 MiB: a 64-patch batch's activations are hundreds of MB,
-/// too large for the allocator to reuse, and are faulted in afresh for every batch.
-const BATCH: usize = 8;
+/// too large for the allocator to reuse, and are faulted in afresh for every batch. A GPU keeps
+/// the larger batch (its launches are fixed costs; not yet measured there).
+fn batch_for(device: &Device) -> usize {
+    if device.is_cpu() { 8 } else { 64 }
+}
 /// Variable-name prefix of the (frozen) column inside the system: never saved.
 const COLUMN_PREFIX: &str = "column.";
 
@@ -442,7 +445,7 @@ impl QualityModel {
         match &self.head {
             Head::Linear { plan, head } => {
                 let patch_imgs: Vec<Vec<&RgbImage>> = grids.iter().map(|g| g.iter().map(|p| &p.patch.image).collect()).collect();
-                let levels = photo_levels(&self.net, images, &patch_imgs, plan, BATCH, &self.device)?;
+                let levels = photo_levels(&self.net, images, &patch_imgs, plan, batch_for(&self.device), &self.device)?;
                 for (grid, lv) in grids.iter().zip(&levels) {
                     let (score, patch_scores) = head.patch_scores(plan, lv)?;
                     let patches = grid
@@ -456,7 +459,7 @@ impl QualityModel {
             }
             Head::Dma(system) => {
                 let mut feats = Vec::new();
-                for chunk in all.chunks(BATCH) {
+                for chunk in all.chunks(batch_for(&self.device)) {
                     feats.push(self.net.features(&patches_tensor(chunk, DType::F32, &self.device)?)?.pooled);
                 }
                 let feats = Tensor::cat(&feats, 0)?;
