@@ -9,7 +9,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::model::efficientnet_lite::{EfficientNetLite, LiteConfig};
-use crate::model::imagenet::load_lite0;
 use crate::model::systems::column::load_lite0_into;
 use crate::model::weights::WeightsFile;
 
@@ -61,13 +60,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn backbone(reps: usize, inference_only: bool) -> anyhow::Result<ExitCode> {
     let reps = reps.max(1);
     let (device, desc) = crate::device::best_device();
-    let net = load_lite0(&WeightsFile::EfficientNetLite0.path(), DType::F32, &device)?;
+    // The weights as variables (sha256-verified): the trainable network for forward_t and the
+    // training step, and its folded copy for inference.
+    let varmap = VarMap::new();
+    let net = EfficientNetLite::new(&LiteConfig::lite0(), VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("column"))?;
+    load_lite0_into(&varmap, "column", &WeightsFile::EfficientNetLite0.path())?;
     let size = net.config().image_size;
     let folded = net.fold(DType::F32)?;
-    // The same weights as variables, for the training step.
-    let varmap = VarMap::new();
-    let trainable = EfficientNetLite::new(&LiteConfig::lite0(), VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("column"))?;
-    load_lite0_into(&varmap, "column", &WeightsFile::EfficientNetLite0.path())?;
     println!("EfficientNet-Lite0 forward to logits, {size}x{size}, f32, {desc}");
     println!("{:<26} {:>6} {:>12} {:>12} {:>14}", "path", "batch", "ms/batch", "ms/image", "peak RSS MiB");
     for batch in [1usize, 16] {
@@ -103,7 +102,6 @@ pub fn backbone(reps: usize, inference_only: bool) -> anyhow::Result<ExitCode> {
             // One fine-tuning step's work: forward with batch statistics, a loss on the logits,
             // backward to every parameter (no optimiser update, so every repetition is alike).
             let y = Tensor::randn(0f32, 1.0, (batch, 1000), &Device::Cpu)?.to_device(&device)?;
-            let net = &trainable;
             reset_peak_rss();
             let step = || -> candle_core::Result<()> {
                 let loss = (net.forward_t(&x, true)? * &y)?.sum_all()?;

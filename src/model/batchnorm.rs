@@ -419,10 +419,8 @@ impl AffineGrad {
         let relu6 = self.relu6;
         // The output gradient, zero where ReLU6 clipped.
         let gate = move |gv: T, yv: T| if relu6 && !(yv > zero && yv < six) { zero } else { gv };
-        let (mean, istd) = match &self.batch {
-            Some((m, s)) => (m.clone(), s.clone()),
-            None => (vec![0.0; c], vec![1.0; c]),
-        };
+        let identity = (vec![0.0; c], vec![1.0; c]);
+        let (mean, istd) = self.batch.as_ref().unwrap_or(&identity);
         let chunks = || x.par_chunks(ROWS * c).zip(g.par_chunks(ROWS * c)).zip(y.par_chunks(ROWS * c));
         let parts: Vec<(Vec<f64>, Vec<f64>)> = chunks()
             .map(|((xc, gc), yc)| {
@@ -451,7 +449,7 @@ impl AffineGrad {
             (vec![T::zero(); c], vec![T::zero(); c])
         };
         let scale: Vec<T> = cast(&self.dx_scale);
-        let (mean_t, istd_t): (Vec<T>, Vec<T>) = (cast(&mean), cast(&istd));
+        let (mean_t, istd_t): (Vec<T>, Vec<T>) = (cast(mean), cast(istd));
         let mut dx = vec![T::zero(); x.len()];
         dx.par_chunks_mut(ROWS * c).zip(chunks()).for_each(|(dc, ((xc, gc), yc))| {
             for (((dr, xr), gr), yr) in dc.chunks_exact_mut(c).zip(xc.chunks_exact(c)).zip(gc.chunks_exact(c)).zip(yc.chunks_exact(c)) {
