@@ -142,11 +142,66 @@ fn truncated_jpeg() {
     assert!(top.iter().zip(want).all(|(a, b)| (a - b).abs() < 12.0), "top rows decoded: {top:?} vs {want:?}");
     let thumb = decode_path(&p, Size::Fit(64)).unwrap();
     assert!(thumb.warning.is_some());
-    // Cut inside the headers: nothing to show, a clear error naming the file.
-    let p = write(dir.path(), "header.jpg", &full[..100]);
+    // What scoring and the command line read: the damaged file is an error naming it.
+    for size in [Size::Full, Size::Fit(64)] {
+        let e = decode::decode_intact(&p, size).unwrap_err();
+        assert!(matches!(e, DecodeError::Damaged { .. }), "{e:?}");
+        assert!(e.to_string().contains("half.jpg") && e.to_string().contains("damaged or truncated"), "{e}");
+    }
+    // Cut inside the headers (an interrupted card copy): nothing to show, an error naming the file
+    // and saying it is truncated, the same whatever the decoder read before on this thread.
+    let good = write(dir.path(), "good.jpg", &full);
+    for cut in [3, 100, 120, 300] {
+        let p = write(dir.path(), &format!("header{cut}.jpg"), &full[..cut]);
+        for _ in 0..2 {
+            let e = decode_path(&p, Size::Full).unwrap_err();
+            assert!(matches!(e, DecodeError::Damaged { .. }), "{cut} bytes: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("header{cut}.jpg")) && msg.contains("truncated JPEG"), "{msg}");
+            decode_path(&good, Size::Full).unwrap();
+        }
+    }
+}
+
+/// Files of a supported format that are cut short or use a variant the decoder lacks say which,
+/// with the file's name: not "cannot open" (the file opened) nor "not a supported format".
+#[test]
+fn damaged_and_unsupported_variants_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("whole.png");
+    pattern(64, 48, 1).save_with_format(&q, image::ImageFormat::Png).unwrap();
+    let png = fs::read(&q).unwrap();
+    let p = write(dir.path(), "cut.png", &png[..png.len() / 2]);
     let e = decode_path(&p, Size::Full).unwrap_err();
-    let msg = e.to_string();
-    assert!(msg.contains("header.jpg") && (msg.contains("JPEG") || msg.contains("decode")), "{msg}");
+    assert!(matches!(e, DecodeError::Damaged { .. }), "{e:?}");
+    assert!(e.to_string().contains("cut.png") && e.to_string().contains("ends before"), "{e}");
+
+    // An 8x8 RGB TIFF whose strip claims compression 34712 (JPEG 2000), which the decoder lacks.
+    let mut b = TiffBuilder::new();
+    let strip = b.blob(vec![128; 8 * 8 * 3]);
+    let ifd = b.ifd(vec![
+        (256, Val::Short(vec![8])),
+        (257, Val::Short(vec![8])),
+        (258, Val::Short(vec![8, 8, 8])),
+        (259, Val::Short(vec![34712])),
+        (262, Val::Short(vec![2])),
+        (273, Val::BlobOffset(strip)),
+        (277, Val::Short(vec![3])),
+        (278, Val::Short(vec![8])),
+        (279, Val::BlobLen(strip)),
+    ]);
+    b.chain = vec![ifd];
+    let p = write(dir.path(), "jp2k.tif", &b.build());
+    let e = decode_path(&p, Size::Full).unwrap_err();
+    assert!(matches!(e, DecodeError::UnsupportedVariant { .. }), "{e:?}");
+    assert!(e.to_string().contains("jp2k.tif") && e.to_string().contains("34712"), "{e}");
+
+    // A valid PNG wider than the limit is refused with its size.
+    let q = dir.path().join("wide.png");
+    image::RgbImage::new(decode::MAX_SIDE + 1000, 1).save_with_format(&q, image::ImageFormat::Png).unwrap();
+    let e = decode_path(&q, Size::Full).unwrap_err();
+    assert!(matches!(e, DecodeError::TooLarge { .. }), "{e:?}");
+    assert!(e.to_string().contains(&format!("{}x1 pixels", decode::MAX_SIDE + 1000)), "{e}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Album scan: recursion, format from bytes, RAW+JPEG pairs, what is reported and what is ignored,
-//! symlink loops, unreadable folders, files vanishing mid-scan, cancellation.
+//! symlink loops, unreadable folders, files vanishing mid-scan, cancellation; the command line
+//! lists folders the same way.
 
 mod libsupport;
 
@@ -226,4 +227,64 @@ fn cancel_stops_the_scan() {
     assert!(items.is_empty());
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].kind, IssueKind::Vanished);
+}
+
+/// File names that are not valid Unicode (Latin-1 names copied from an old disk) pair by their
+/// bytes: `\xe9t\xe9.CR2` pairs with `\xe9t\xe9.jpg` and not with `\xe8t\xe8.jpg`, which a
+/// comparison through the replacement character would merge.
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_unicode_pair_by_their_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let name = |b: &[u8]| r.join(OsStr::from_bytes(b));
+    write(&name(b"\xe9t\xe9.CR2"), &minimal_cr2());
+    write(&name(b"\xe9t\xe9.jpg"), &jpeg(64, 48));
+    write(&name(b"\xe8t\xe8.jpg"), &jpeg(64, 48));
+    let (items, issues, _) = scan_all(r);
+    assert!(issues.is_empty(), "{issues:?}");
+    assert_eq!(items.len(), 2, "{items:?}");
+    let pair = items.iter().find(|i| i.companion.is_some()).expect("the CR2 and its JPEG are one item");
+    assert_eq!(pair.primary.path, name(b"\xe9t\xe9.CR2"));
+    assert_eq!(pair.companion.as_ref().unwrap().path, name(b"\xe9t\xe9.jpg"));
+    assert!(items.iter().any(|i| i.primary.path == name(b"\xe8t\xe8.jpg") && i.companion.is_none()));
+}
+
+/// The command line lists a folder as the app's album does (`scan::list_photos`): recursively,
+/// hidden files (macOS `._` resource forks included) skipped, format from the bytes (`.jpe` is a
+/// JPEG; a folder named `folder.jpg` is a folder); a truncated JPEG is refused by name rather
+/// than scored from grey padding; a folder with no photo is an error in every command.
+#[test]
+fn cli_lists_folders_as_the_album_does_and_refuses_damaged_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
+    std::fs::create_dir_all(dir.join("day1")).unwrap();
+    std::fs::create_dir_all(dir.join("folder.jpg")).unwrap();
+    std::fs::copy(samples.join("coffee.png"), dir.join("day1/nested.png")).unwrap();
+    std::fs::copy(samples.join("coffee.png"), dir.join("folder.jpg/inside.png")).unwrap();
+    let china = std::fs::read(samples.join("china.jpg")).unwrap();
+    std::fs::write(dir.join("photo.jpe"), &china).unwrap();
+    std::fs::write(dir.join(".hidden.jpg"), &china).unwrap();
+    std::fs::write(dir.join("._photo.jpe"), b"\x00\x05\x16\x07 AppleDouble resource fork").unwrap();
+    std::fs::write(dir.join("cut.jpg"), &china[..china.len() / 3]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepers")).arg("brisque").arg(dir).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for listed in ["day1/nested.png", "folder.jpg/inside.png", "photo.jpe"] {
+        assert!(stdout.contains(listed), "{listed} scored:\n{stdout}\n{stderr}");
+    }
+    assert!(!stdout.contains("hidden") && !stderr.contains("hidden") && !stderr.contains("._photo"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cut.jpg") && stderr.contains("damaged or truncated") && stderr.contains("1 of 4"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+
+    let empty_dir = tempfile::tempdir().unwrap();
+    let empty = empty_dir.path();
+    std::fs::write(empty.join("notes.txt"), b"no photos here").unwrap();
+    for cmd in ["brisque", "classify", "predict"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepers")).arg(cmd).arg(empty).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("no photos found"), "{cmd}: {stderr}");
+    }
 }

@@ -127,8 +127,8 @@ fn degraded_copies_score_lower_at_the_apps_decode_size() {
     let m = model();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
     let size = keepers::library::decode::Size::Fit(keepers::worker::ScoringConfig::DEFAULT_MAX_SIDE);
-    let photos: Vec<(String, RgbImage)> = keepers::library::decode::list_images(&dir)
-        .unwrap()
+    let photos: Vec<(String, RgbImage)> = keepers::library::scan::list_photos(&dir)
+        .0
         .iter()
         .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), keepers::library::decode::decode_path(p, size).unwrap().image))
         .collect();
@@ -411,7 +411,7 @@ fn the_heatmap_marks_a_locally_degraded_region() {
     let m = model();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
     let size = keepers::library::decode::Size::Fit(keepers::worker::ScoringConfig::DEFAULT_MAX_SIDE);
-    let paths = keepers::library::decode::list_images(&dir).unwrap();
+    let paths = keepers::library::scan::list_photos(&dir).0;
     let overlaps = |a: &keepers::model::views::Rect, b: &keepers::model::views::Rect| {
         (a.x + a.w).min(b.x + b.w) > a.x.max(b.x) && (a.y + a.h).min(b.y + b.h) > a.y.max(b.y)
     };
@@ -443,10 +443,21 @@ fn the_heatmap_marks_a_locally_degraded_region() {
             c.2 += usize::from(patch < average);
             c.3 += usize::from(s.patches.iter().all(|q| q.score >= patch));
             c.4 += 1;
-            println!("{:<40} patch {k:2} {:<5} {:6.1} -> {patch:6.1} (average {average:5.1})", p.file_name().unwrap().to_string_lossy(), c.0, base.patches[k].score);
+            println!(
+                "{:<40} patch {k:2} {:<5} {:6.1} -> {patch:6.1} (average {average:5.1})",
+                p.file_name().unwrap().to_string_lossy(),
+                c.0,
+                base.patches[k].score
+            );
             for (q, q0) in s.patches.iter().zip(&base.patches) {
                 if !overlaps(&q.rect, &base.patches[k].rect) {
-                    assert!((q.score - q0.score).abs() < 1e-3, "{}: a patch away from the change moved {} -> {}", p.display(), q0.score, q.score);
+                    assert!(
+                        (q.score - q0.score).abs() < 1e-3,
+                        "{}: a patch away from the change moved {} -> {}",
+                        p.display(),
+                        q0.score,
+                        q.score
+                    );
                 }
             }
         }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use image::RgbImage;
 use keepers::library::db::{Embedding, Library, Output, PhotoRecord};
-use keepers::library::decode::{Size, decode_path, list_images};
+use keepers::library::decode::{Size, decode_path};
+use keepers::library::scan::list_photos;
 use keepers::model::imagenet::Classifier;
 use keepers::model::views::Rect;
 use keepers::model::weights::WeightsFile;
@@ -28,7 +29,7 @@ use keepers::worker::{
 };
 
 fn samples() -> Vec<std::path::PathBuf> {
-    list_images(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")).unwrap()
+    list_photos(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")).0
 }
 
 fn collect(rx: std::sync::mpsc::Receiver<Event>) -> Vec<Event> {
@@ -59,10 +60,12 @@ fn classify_job_reports_every_photo_and_bad_ones_by_name() {
     let events = collect(rx);
     let classified = events.iter().filter(|e| matches!(e, Event::Classified { .. })).count();
     let failed: Vec<_> = events.iter().filter_map(|e| if let Event::PhotoFailed { path, .. } = e { Some(path) } else { None }).collect();
-    // A truncated JPEG may decode partially (the decoder fills the rest) or fail; either way
-    // every photo is accounted for exactly once.
-    assert_eq!(classified + failed.len(), n + 1);
-    assert!(failed.iter().all(|p| **p == bad));
+    // A truncated JPEG decodes partially (the decoder fills the rest with grey): it is refused,
+    // by name, rather than classified from made-up pixels; every photo is accounted for once.
+    assert_eq!(classified, n);
+    assert_eq!(failed, vec![&bad]);
+    let why = events.iter().find_map(|e| if let Event::PhotoFailed { error, .. } = e { Some(error.clone()) } else { None }).unwrap();
+    assert!(why.contains("truncated.jpg") && why.contains("damaged or truncated"), "{why}");
     assert_eq!(events.last(), Some(&Event::Done { processed: n + 1, failed: failed.len(), cancelled: false }));
     let coffee = events.iter().find_map(|e| match e {
         Event::Classified { path, top } if path.ends_with("coffee.png") => Some(top[0].1),
@@ -669,7 +672,11 @@ fn bench_scoring_scores_every_photo_and_leaves_the_folder_alone() {
     for name in ["coffee.png", "china.jpg"] {
         std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples").join(name), dir.path().join(name)).unwrap();
     }
-    let listing = || list_images(dir.path()).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
     let before = listing();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_keepers"))
         .args(["bench", "scoring"])

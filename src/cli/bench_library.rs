@@ -48,8 +48,21 @@ pub fn library(dir: &Path, max_files: usize, side: u32) -> anyhow::Result<ExitCo
         summary.files as f64 / scan_s.max(1e-9)
     );
 
-    let jpegs: Vec<PathBuf> =
-        items.iter().map(|i| i.display()).filter(|f| f.format == Format::Jpeg).map(|f| f.path.clone()).take(max_files).collect();
+    for i in &issues {
+        println!("  scan issue: {i}");
+    }
+    // The decode set: JPEG files that decode whole (a damaged one is named and left out, since
+    // the figures time every file the same way and a damaged file is never cached).
+    let mut jpegs: Vec<PathBuf> = Vec::new();
+    for f in items.iter().map(|i| i.display()).filter(|f| f.format == Format::Jpeg) {
+        if jpegs.len() == max_files {
+            break;
+        }
+        match decode::decode_intact(&f.path, Size::Fit(side)) {
+            Ok(_) => jpegs.push(f.path.clone()),
+            Err(e) => println!("  left out of the decode set: {e}"),
+        }
+    }
     if jpegs.is_empty() {
         println!("no decode figures ({})", if max_files == 0 { "--max-files 0" } else { "no JPEG files" });
         return Ok(ExitCode::SUCCESS);

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::bench::{Scratch, secs};
 use crate::library::db::{Library, PhotoRecord};
-use crate::library::decode::{Size, decode_path, list_images};
+use crate::library::decode::{Size, decode_path};
 use crate::model::brisque::Brisque;
 use crate::model::imagenet::{Classifier, class_names};
 use crate::model::quality::{self, QualityModel};
@@ -37,7 +37,10 @@ use crate::worker::scoring::backbone_outputs;
 use crate::worker::{ScoreEvent, ScoreRequest, Scoring, ScoringConfig};
 
 pub fn scoring(dir: &Path, photos: usize) -> anyhow::Result<ExitCode> {
-    let sources = list_images(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let (sources, issues) = crate::library::scan::list_photos(dir);
+    for i in &issues {
+        eprintln!("skipped: {i}");
+    }
     if sources.is_empty() {
         bail!("{}: no photos (JPEG, PNG, TIFF, WebP or camera RAW)", dir.display());
     }

@@ -9,25 +9,51 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 
-use crate::library::decode::load_rgb;
+use crate::library::decode::{Size, decode_intact, load_rgb};
 use crate::model::brisque::Brisque;
 use crate::train::cv::{fold_ids, mean_std};
 use crate::train::metrics::{plcc, srcc};
+
+/// Largest photo `keepers brisque` scores at full resolution: 150 megapixels (medium-format
+/// cameras reach 100-150), about 5.4 GB at BRISQUE's 35-36 bytes per pixel.
+const MAX_PIXELS: u64 = 150_000_000;
 
 fn model(dir: Option<&Path>) -> anyhow::Result<Brisque> {
     let dir = dir.map(Path::to_path_buf).unwrap_or_else(Brisque::default_dir);
     Brisque::load(&dir).with_context(|| format!("loading the BRISQUE model from {}", dir.display()))
 }
 
-/// Prints `score<TAB>path` per photo; a photo that cannot be read is reported and the others go on.
+/// Prints `score<TAB>path` per photo as it is scored, at full resolution as the package computes
+/// it; a photo that cannot be read (or is damaged) is reported and the others go on. Photos go one
+/// at a time (the filters run in parallel within a photo): at about 35 bytes per pixel
+/// ([`crate::model::brisque`]), several large photos at once would not fit in memory.
 pub fn score(paths: &[PathBuf], model_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let m = model(model_dir)?;
     let files = super::collect_files(paths)?;
-    let results: Vec<_> = files.par_iter().map(|f| load_rgb(f).map(|img| m.score(&img))).collect();
     let mut failed = 0;
-    for (f, r) in files.iter().zip(results) {
-        match r {
-            Ok(s) => println!("{s:8.3}\t{}", f.display()),
+    for f in &files {
+        match decode_intact(f, Size::Full) {
+            Ok(d) if d.image.width() as u64 * d.image.height() as u64 > MAX_PIXELS => {
+                failed += 1;
+                let mp = d.image.width() as f64 * d.image.height() as f64 / 1e6;
+                eprintln!(
+                    "error: {}: {}x{} ({mp:.0} megapixels) is more than BRISQUE is run on here ({} megapixels, about {:.1} GB); \
+                     `keepers predict` scores it at the app's size",
+                    f.display(),
+                    d.image.width(),
+                    d.image.height(),
+                    MAX_PIXELS / 1_000_000,
+                    MAX_PIXELS as f64 * 36.0 / 1e9
+                );
+            }
+            Ok(d) => {
+                let s = m.score(&d.image);
+                if s.is_finite() {
+                    println!("{s:8.3}\t{}", f.display());
+                } else {
+                    println!("     n/a\t{}\t(no texture to fit: a flat or tiny image)", f.display());
+                }
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e}");

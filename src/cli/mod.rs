@@ -334,14 +334,25 @@ pub enum BenchWhat {
 
 /// The photos named on the command line: files as given, folders listed (recursively, images only).
 pub(crate) fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    use anyhow::Context;
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            files.extend(crate::library::decode::list_images(p).with_context(|| format!("cannot list folder {}", p.display()))?);
+            let (photos, issues) = crate::library::scan::list_photos(p);
+            files.extend(photos);
+            for i in issues {
+                if i.path.is_dir() {
+                    eprintln!("error: {i}");
+                } else {
+                    // Decoded like the others, so that it is reported (and counted) as they are.
+                    files.push(i.path);
+                }
+            }
         } else {
             files.push(p.clone());
         }
+    }
+    if files.is_empty() {
+        anyhow::bail!("no photos found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(files)
 }

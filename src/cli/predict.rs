@@ -13,10 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::library::decode::{Size, decode_path};
+use crate::library::decode::{Size, decode_intact};
 use crate::model::brisque::Brisque;
 use crate::model::heads::Prediction;
 use crate::model::quality::{self, QualityModel};
@@ -98,9 +98,6 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let files = super::collect_files(a.paths)?;
-    if files.is_empty() {
-        bail!("no photos found in {}", a.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    }
     let (device, _) = crate::device::best_device();
     let (config, lite0) = quality::default_paths();
     let model = match QualityModel::load(&config, &lite0, &device) {
@@ -129,7 +126,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let mut out: Vec<PhotoOut> = Vec::with_capacity(files.len());
     for f in &files {
         let mut p = PhotoOut { path: f.clone(), error: None, quality: None, patches: Vec::new(), brisque: None, trained: None };
-        match decode_path(f, Size::Fit(a.max_side)) {
+        match decode_intact(f, Size::Fit(a.max_side)) {
             Err(e) => {
                 eprintln!("error: {e}");
                 p.error = Some(e.to_string());
@@ -196,8 +193,10 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
                     }
                     _ => println!("  quality   not trained yet"),
                 }
-                if let Some(b) = p.brisque {
-                    println!("  brisque   {b:6.1}  (lower is better)");
+                match p.brisque {
+                    Some(b) if b.is_finite() => println!("  brisque   {b:6.1}  (lower is better)"),
+                    Some(_) => println!("  brisque      n/a  (no texture to fit: a flat or tiny image)"),
+                    None => {}
                 }
                 match (&trained, &p.trained, &task) {
                     (Some(t), Some(pred), Some(task)) => {
@@ -244,7 +243,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
                     _ => String::new(),
                 };
                 let err = csv_field(p.error.as_deref().unwrap_or(""));
-                println!("{path},,,,,,{},{},{pred},{err}", opt(p.quality, 3), opt(p.brisque, 3));
+                println!("{path},,,,,,{},{},{pred},{err}", opt(p.quality, 3), opt(p.brisque.filter(|b| b.is_finite()), 3));
                 if a.patches {
                     for (i, g) in p.patches.iter().enumerate() {
                         let [x, y, w, h] = g.rect;

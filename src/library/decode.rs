@@ -9,8 +9,10 @@
 //!   thumbnail or preview ([`Size::Fit`]) it decodes at the smallest DCT scale (1/8, 1/4, 3/8, 1/2, ...)
 //!   whose result still covers the requested size, then resizes the rest of the way; [`Size::Full`]
 //!   decodes every pixel (multi-patch crops need full resolution). A truncated JPEG decodes what it can:
-//!   the missing rows come out grey and [`Decoded::warning`] says why. Should libjpeg-turbo refuse a
-//!   file outright, the pure-Rust decoder of the `image` crate gets a second try.
+//!   the missing rows come out grey and [`Decoded::warning`] says why ([`decode_intact`] refuses it
+//!   instead: what scoring and the command line use). Should libjpeg-turbo refuse a file outright, the
+//!   pure-Rust decoder of the `image` crate gets a second try; a file cut off before its image data
+//!   ([`check_jpeg_complete`]) is then reported as truncated rather than by the decoders' messages.
 //! - PNG, TIFF and WebP: the `image` crate, full decode (then resized for [`Size::Fit`]).
 //! - Camera RAW: the embedded JPEG preview ([`super::raw`]); "full resolution" is the preview's.
 //!
@@ -47,6 +49,12 @@ pub enum DecodeError {
     Corrupt { path: PathBuf, source: image::ImageError },
     #[error("{path}: cannot decode JPEG: {message}")]
     Jpeg { path: PathBuf, message: String },
+    /// The file is truncated or its data is damaged (it may have decoded in part).
+    #[error("{path}: damaged or truncated file: {message}")]
+    Damaged { path: PathBuf, message: String },
+    /// A variant of a supported format that the decoder cannot read (a TIFF compression, a colour space).
+    #[error("{path}: cannot read this file: {message}")]
+    UnsupportedVariant { path: PathBuf, message: String },
     #[error(transparent)]
     Raw(#[from] RawError),
 }
@@ -61,18 +69,28 @@ impl DecodeError {
             | DecodeError::Empty { path }
             | DecodeError::TooLarge { path, .. }
             | DecodeError::Corrupt { path, .. }
-            | DecodeError::Jpeg { path, .. } => path,
+            | DecodeError::Jpeg { path, .. }
+            | DecodeError::Damaged { path, .. }
+            | DecodeError::UnsupportedVariant { path, .. } => path,
             DecodeError::Raw(RawError::Io { path, .. } | RawError::NoPreview { path, .. }) => path,
         }
     }
 }
 
+/// An `image` crate error while decoding bytes already read into memory: an I/O error there is the
+/// data running out (a truncated file), not a file that could not be opened.
 fn classify_err(path: &Path, e: image::ImageError) -> DecodeError {
     let path = path.to_owned();
     match e {
-        image::ImageError::Unsupported(_) => DecodeError::Unsupported { path },
+        image::ImageError::Unsupported(u) => match u.kind() {
+            image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Unknown) => DecodeError::Unsupported { path },
+            _ => DecodeError::UnsupportedVariant { path, message: u.to_string() },
+        },
         image::ImageError::Limits(l) => DecodeError::TooLarge { path, reason: l.to_string() },
-        image::ImageError::IoError(source) => DecodeError::Open { path, source },
+        image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Damaged { path, message: "the file ends before its image data does".into() }
+        }
+        image::ImageError::IoError(e) => DecodeError::Damaged { path, message: e.to_string() },
         source => DecodeError::Corrupt { path, source },
     }
 }
@@ -136,6 +154,18 @@ pub fn decode_path(path: &Path, size: Size) -> Result<Decoded, DecodeError> {
             d.format = format;
             Ok(d)
         }
+    }
+}
+
+/// [`decode_path`], with a partly decoded file (a truncated JPEG, whose missing rows would come out
+/// grey) an error: what scoring, classification and the command line use, so that no score is
+/// computed from pixels the file does not have. The thumbnails and the loupe show such a file as
+/// far as it goes.
+pub fn decode_intact(path: &Path, size: Size) -> Result<Decoded, DecodeError> {
+    let d = decode_path(path, size)?;
+    match d.warning {
+        None => Ok(d),
+        Some(message) => Err(DecodeError::Damaged { path: path.to_owned(), message }),
     }
 }
 
@@ -237,9 +267,17 @@ pub fn decode_jpeg(path: &Path, data: &[u8], size: Size, fallback_orientation: O
         Err(turbo_err) => {
             // Second opinion from the pure-Rust decoder; report libjpeg-turbo's message if it fails too.
             return match decode_with_image(path, data, size) {
-                Ok(d) => Ok(Decoded { format: Format::Jpeg, ..d }),
-                Err(DecodeError::TooLarge { .. }) | Err(DecodeError::Corrupt { .. }) | Err(DecodeError::Unsupported { .. }) => {
-                    Err(turbo_err)
+                // The `image` crate pads a cut-off file with grey instead of failing.
+                Ok(d) => Ok(Decoded { format: Format::Jpeg, warning: check_jpeg_complete(data).err(), ..d }),
+                Err(DecodeError::TooLarge { .. })
+                | Err(DecodeError::Corrupt { .. })
+                | Err(DecodeError::Unsupported { .. })
+                | Err(DecodeError::Damaged { .. }) => {
+                    // Both decoders refused it: a file cut short says so, whatever they said.
+                    match check_jpeg_complete(data) {
+                        Err(message) => Err(DecodeError::Damaged { path: path.to_owned(), message }),
+                        Ok(()) => Err(turbo_err),
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -265,6 +303,10 @@ fn decode_with_image(path: &Path, data: &[u8], size: Size) -> Result<Decoded, De
         Some(image::ImageFormat::WebP) => Format::WebP,
         _ => return Err(DecodeError::Unsupported { path: path.to_owned() }),
     };
+    // The header's size first, so that a too-large image is named with its size.
+    if let Some((w, h)) = ImageReader::new(Cursor::new(data)).with_guessed_format().ok().and_then(|r| r.into_dimensions().ok()) {
+        check_size(path, w as u64, h as u64)?;
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -302,18 +344,66 @@ fn orientation_number(o: Orientation) -> u8 {
     }
 }
 
-/// Image files directly in `dir` (by extension: JPEG, PNG, TIFF, WebP, camera RAW), sorted by name.
-/// The album scanner (`super::scan`) is the recursive, byte-sniffing version.
-pub fn list_images(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "tif" | "tiff" | "webp")
-                    || formats::RawKind::from_extension(e).is_some()
-            })
-        })
-        .collect();
-    v.sort();
-    Ok(v)
+/// Checks that a JPEG's bytes reach its end-of-image marker, walking the marker segments and
+/// the entropy-coded scans (bytes after the EOI, such as an appended motion-photo video, are
+/// allowed; an EXIF thumbnail's EOI inside APP1 is skipped with its segment). Decoders pad a
+/// truncated JPEG with grey or give messages that depend on where it ends, so training and
+/// [`decode_jpeg`] check this themselves. Data that is not a JPEG (no `FF D8` start) passes.
+pub fn check_jpeg_complete(b: &[u8]) -> Result<(), String> {
+    let n = b.len();
+    if n < 2 || b[0] != 0xFF || b[1] != 0xD8 {
+        return Ok(());
+    }
+    let truncated = |at: usize| Err(format!("truncated JPEG: the data ends at byte {at} of {n} before the end-of-image marker"));
+    let mut i = 2;
+    loop {
+        // Next marker: skip anything up to 0xFF (decoders tolerate junk between segments), then fill bytes.
+        while i < n && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < n && b[i] == 0xFF {
+            i += 1;
+        }
+        if i >= n {
+            return truncated(n);
+        }
+        let m = b[i];
+        i += 1;
+        match m {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                if i + 2 > n {
+                    return truncated(n);
+                }
+                let len = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
+                if len < 2 {
+                    return Err(format!("corrupt JPEG: segment 0xFF{m:02X} at byte {} has length {len}", i - 2));
+                }
+                if i + len > n {
+                    return truncated(n);
+                }
+                i += len;
+                if m == 0xDA {
+                    // Entropy-coded data runs to the next marker other than FF00, RSTn or fill bytes.
+                    loop {
+                        if i + 1 >= n {
+                            return truncated(n);
+                        }
+                        if b[i] == 0xFF {
+                            let next = b[i + 1];
+                            if next == 0x00 || (0xD0..=0xD7).contains(&next) {
+                                i += 2;
+                                continue;
+                            }
+                            if next != 0xFF {
+                                break;
+                            }
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
 }

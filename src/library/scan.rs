@@ -198,11 +198,23 @@ pub fn examine(path: &Path) -> Result<Option<ScanFile>, ScanIssue> {
     }
 }
 
+/// The key files of one photo share: the stem, lower-cased; a stem that is not valid Unicode is
+/// compared byte for byte (two such names never merge through a replacement character).
+pub fn stem_key(path: &Path) -> Vec<u8> {
+    match path.file_stem() {
+        Some(s) => match s.to_str() {
+            Some(u) => u.to_lowercase().into_bytes(),
+            None => s.as_encoded_bytes().to_vec(),
+        },
+        None => Vec::new(),
+    }
+}
+
 /// Pairs RAW + JPEG files with the same stem (case-insensitive) in one folder; everything else is an item
 /// of its own. Keeps name order.
 pub fn pair_files(files: Vec<ScanFile>) -> Vec<ScanItem> {
-    let stem = |f: &ScanFile| f.path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let mut groups: BTreeMap<String, Vec<ScanFile>> = BTreeMap::new();
+    let stem = |f: &ScanFile| stem_key(&f.path);
+    let mut groups: BTreeMap<Vec<u8>, Vec<ScanFile>> = BTreeMap::new();
     let mut order = Vec::new();
     for f in files {
         let s = stem(&f);
@@ -344,4 +356,13 @@ pub fn scan_all(root: &Path) -> (Vec<ScanItem>, Vec<ScanIssue>, ScanSummary) {
         ScanEvent::Issue(i) => issues.push(i),
     });
     (items, issues, summary)
+}
+
+/// The photos under `dir` as the album sees them (recursive, hidden files and sidecars skipped,
+/// format from the bytes), one path per item: the file the app shows and scores (the JPEG of a
+/// RAW+JPEG pair), in scan order; and the problems met, for the caller to report. What the
+/// command line and the dataset readers list, so that they see the album the app sees.
+pub fn list_photos(dir: &Path) -> (Vec<PathBuf>, Vec<ScanIssue>) {
+    let (items, issues, _) = scan_all(dir);
+    (items.iter().map(|i| i.display().path.clone()).collect(), issues)
 }

@@ -133,69 +133,7 @@ impl fmt::Display for SkipReport {
     }
 }
 
-/// Checks that a JPEG's bytes reach its end-of-image marker, walking the marker segments and
-/// the entropy-coded scans (bytes after the EOI, such as an appended motion-photo video, are
-/// allowed; an EXIF thumbnail's EOI inside APP1 is skipped with its segment). The `image`
-/// crate's decoder pads a truncated JPEG with grey instead of failing, so the pipeline checks
-/// this itself. Data that is not a JPEG (no `FF D8` start) passes.
-pub fn check_jpeg_complete(b: &[u8]) -> Result<(), String> {
-    let n = b.len();
-    if n < 2 || b[0] != 0xFF || b[1] != 0xD8 {
-        return Ok(());
-    }
-    let truncated = |at: usize| Err(format!("truncated JPEG: the data ends at byte {at} of {n} before the end-of-image marker"));
-    let mut i = 2;
-    loop {
-        // Next marker: skip anything up to 0xFF (decoders tolerate junk between segments), then fill bytes.
-        while i < n && b[i] != 0xFF {
-            i += 1;
-        }
-        while i < n && b[i] == 0xFF {
-            i += 1;
-        }
-        if i >= n {
-            return truncated(n);
-        }
-        let m = b[i];
-        i += 1;
-        match m {
-            0xD9 => return Ok(()),
-            0x01 | 0xD0..=0xD7 => continue,
-            _ => {
-                if i + 2 > n {
-                    return truncated(n);
-                }
-                let len = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
-                if len < 2 {
-                    return Err(format!("corrupt JPEG: segment 0xFF{m:02X} at byte {} has length {len}", i - 2));
-                }
-                if i + len > n {
-                    return truncated(n);
-                }
-                i += len;
-                if m == 0xDA {
-                    // Entropy-coded data runs to the next marker other than FF00, RSTn or fill bytes.
-                    loop {
-                        if i + 1 >= n {
-                            return truncated(n);
-                        }
-                        if b[i] == 0xFF {
-                            let next = b[i + 1];
-                            if next == 0x00 || (0xD0..=0xD7).contains(&next) {
-                                i += 2;
-                                continue;
-                            }
-                            if next != 0xFF {
-                                break;
-                            }
-                        }
-                        i += 1;
-                    }
-                }
-            }
-        }
-    }
-}
+pub use crate::library::decode::check_jpeg_complete;
 
 /// [`load_rgb`] after [`check_jpeg_complete`]: a truncated JPEG is an error, not a grey-padded photo.
 /// Errors are the reasons without the path (the caller has it).

@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
-use crate::library::decode::load_rgb;
+use crate::library::decode::{Size, decode_intact};
 use crate::model::imagenet::{ClassScore, Classifier};
 use crate::model::weights::WeightsFile;
 
@@ -160,7 +160,9 @@ fn classify(state: &mut State, paths: &[PathBuf], top: usize, batch: usize, canc
             send(Event::Done { processed, failed, cancelled: true });
             return;
         }
-        let decoded: Vec<_> = chunk.par_iter().map(|p| load_rgb(p)).collect();
+        // Decoded as scoring decodes (the classifier's 224 crop needs no more); a damaged file is an error.
+        let decoded: Vec<_> =
+            chunk.par_iter().map(|p| decode_intact(p, Size::Fit(scoring::ScoringConfig::DEFAULT_MAX_SIDE)).map(|d| d.image)).collect();
         let images: Vec<_> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
         let results = if images.is_empty() { Ok(Vec::new()) } else { classifier.top_k(&images, top) };
         let mut results = match results {

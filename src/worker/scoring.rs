@@ -46,7 +46,7 @@ use rayon::prelude::*;
 
 use super::queue::{Queue, ScoreRequest};
 use crate::library::db::{Embedding, Library, Output};
-use crate::library::decode::{Decoded, Size, decode_path};
+use crate::library::decode::{Decoded, Size, decode_intact};
 use crate::model::imagenet::{ClassScore, Classifier, class_names, top_k};
 use crate::model::preprocess::imagenet_batch;
 use crate::model::quality::PATCH_FEATURES_ID;
@@ -551,13 +551,7 @@ impl Engine {
                 if !shared.current(generation) {
                     return None;
                 }
-                Some(match decode_path(&j.req.path, Size::Fit(max_side)) {
-                    Ok(d) => match &d.warning {
-                        None => Ok(d),
-                        Some(w) => Err(format!("{}: damaged file, not scored: {w}", j.req.path.display())),
-                    },
-                    Err(e) => Err(e.to_string()),
-                })
+                Some(decode_intact(&j.req.path, Size::Fit(max_side)).map_err(|e| e.to_string()))
             })
             .collect();
         if !self.shared.current(generation) {

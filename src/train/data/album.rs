@@ -134,8 +134,13 @@ pub fn from_xmp(photos: &[PathBuf]) -> (Dataset, AlbumReport) {
 
 /// The decisions in the XMP of the photos in `dir` (recursively).
 pub fn from_xmp_dir(dir: &Path) -> Result<(Dataset, AlbumReport), DataError> {
-    let photos = crate::library::decode::list_images(dir).map_err(|source| DataError::Io { path: dir.to_owned(), source })?;
-    Ok(from_xmp(&photos))
+    if let Err(source) = std::fs::read_dir(dir) {
+        return Err(DataError::Io { path: dir.to_owned(), source });
+    }
+    let (photos, issues) = crate::library::scan::list_photos(dir);
+    let (ds, mut report) = from_xmp(&photos);
+    report.unreadable.extend(issues.into_iter().map(|i| (i.path.clone(), i.to_string())));
+    Ok((ds, report))
 }
 
 /// Bins of an album's star distribution (1..5 stars).
