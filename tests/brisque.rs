@@ -228,3 +228,35 @@ fn flat_image_gives_nan_not_a_panic() {
     assert!(m.score(&RgbImage::new(64, 48)).is_nan());
     assert!(m.score(&RgbImage::new(1, 1)).is_nan());
 }
+
+/// `keepers brisque DIR`: a flat photo has no score and says why (no NaN printed); a photo over
+/// 150 megapixels is refused by name with its size (BRISQUE takes about 37 bytes per pixel) and
+/// the others are still scored; a symbolic link back up the folder tree is skipped, not a failure.
+#[test]
+fn brisque_command_explains_missing_scores_and_refuses_huge_photos() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(root().join("assets/samples/coffee.png"), d.join("coffee.png")).unwrap();
+    RgbImage::new(64, 48).save(d.join("black.png")).unwrap();
+    let run = |d: &Path| std::process::Command::new(env!("CARGO_BIN_EXE_keepers")).arg("brisque").arg(d).output().unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(d, d.join("loop")).unwrap();
+    let out = run(d);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.lines().any(|l| l.contains("black.png") && l.contains("n/a") && l.contains("no texture")), "{stdout}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    let coffee = stdout.lines().find(|l| l.contains("coffee.png")).expect("coffee scored");
+    let s: f64 = coffee.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(s.is_finite(), "{coffee}");
+    #[cfg(unix)]
+    assert!(stderr.contains("skipped") && stderr.contains("loop"), "{stderr}");
+
+    // 12300 x 12300 = 151.3 megapixels, one over the limit.
+    RgbImage::new(12_300, 12_300).save(d.join("huge.png")).unwrap();
+    let out = run(d);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("huge.png") && stderr.contains("12300x12300 (151 megapixels)") && stderr.contains("1 of 3"), "{stderr}");
+    assert!(stdout.contains("coffee.png") && !stdout.contains("huge.png"), "{stdout}");
+}

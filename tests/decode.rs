@@ -70,7 +70,7 @@ fn exif_orientation_all_eight() {
                 assert!(close(got, want, 40.0), "orientation {o} {size:?} corner {k}: got {got:?}, want {want:?}");
             }
         }
-        // load_rgb (the worker's entry point) is the full-size upright image.
+        // load_rgb (what training reads) is the full-size upright image.
         assert_eq!(load_rgb(&p).unwrap().dimensions(), if o >= 5 { (h, w) } else { (w, h) });
     }
 }

@@ -1,6 +1,6 @@
 //! Album scan: recursion, format from bytes, RAW+JPEG pairs, what is reported and what is ignored,
 //! symlink loops, unreadable folders, files vanishing mid-scan, cancellation; the command line
-//! lists folders the same way.
+//! and the album dataset reader list folders the same way.
 
 mod libsupport;
 
@@ -287,4 +287,32 @@ fn cli_lists_folders_as_the_album_does_and_refuses_damaged_files() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains("no photos found"), "{cmd}: {stderr}");
     }
+}
+
+/// `keepers train --album DIR` without a library (`train::data::album::from_xmp_dir`) reads the
+/// album as the app does: sub-folders included, one sample per RAW+JPEG pair named by its RAW
+/// (as the library names it) with the decision the app reads from the RAW's sidecar, hidden files
+/// skipped, and the files the scan could not take listed once each, without repeating the path.
+#[test]
+fn the_album_dataset_reader_sees_the_album_the_app_sees() {
+    use keepers::library::xmp::{Decision, Pick, write_decision};
+    use keepers::train::data::album::from_xmp_dir;
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let raw = write(&r.join("day1/IMG_1.CR2"), &minimal_cr2());
+    write(&r.join("day1/IMG_1.JPG"), &jpeg(64, 48));
+    let single = write(&r.join("day2/b.jpg"), &jpeg(64, 48));
+    write(&r.join(".hidden.jpg"), &jpeg(64, 48));
+    let empty = write(&r.join("empty.jpg"), b"");
+    // darktable-style sidecar on the RAW only: the pair's decision.
+    write_decision(&raw, &Decision { pick: Some(Pick::Picked), ..Default::default() }).unwrap();
+    assert!(r.join("day1/IMG_1.CR2.xmp").exists() && !r.join("day1/IMG_1.JPG.xmp").exists());
+    write_decision(&single, &Decision { rating: Some(-1), ..Default::default() }).unwrap();
+    let (ds, report) = from_xmp_dir(r).unwrap();
+    assert_eq!((report.photos, report.with_decision, report.picks, report.rejects), (2, 2, 1, 1), "{report}");
+    let mut keys: Vec<(String, Option<usize>)> = ds.samples.iter().map(|s| (s.key.clone(), s.target.label)).collect();
+    keys.sort();
+    assert_eq!(keys, [("IMG_1.CR2".to_string(), Some(1)), ("b.jpg".to_string(), Some(0))]);
+    assert!(ds.samples.iter().any(|s| s.path == raw));
+    assert_eq!(report.unreadable, vec![(empty, "file is empty".to_string())]);
 }

@@ -410,6 +410,60 @@ fn sidecar_names() {
     assert_eq!(read_decision(&b.photo).unwrap().1, DecisionSource::Sidecar(up));
 }
 
+/// A Lightroom-style `<stem>.xmp` is one photo's when other photo files share its stem: the RAW+JPEG
+/// pair's, else the only non-DNG RAW's, else nobody's; the others read and write only
+/// `<name>.<ext>.xmp`, so that a decision on one never changes another (a reject on `IMG_1.jpg`
+/// must not reject `IMG_1.png` in Lightroom). Adding a same-stem file later is seen.
+#[test]
+fn a_stem_sidecar_is_never_shared_by_two_photos() {
+    let lr_text = fixture("lightroom.xmp");
+    let lr_label = xmp::parse_decision(&lr_text).unwrap().label;
+    assert_eq!(lr_label, Some(ColorLabel::Yellow), "the fixture's decision");
+    let bytes = b"not really a photo, but its bytes must never change";
+
+    // Two photos, no RAW: the stem sidecar is nobody's; each gets its own.
+    let (a, lr) = Album::with_sidecar("IMG_1.jpg", "IMG_1.xmp", &lr_text);
+    let png = a.root.join("IMG_1.png");
+    fs::write(&png, bytes).unwrap();
+    assert_eq!(xmp::find_sidecar(&a.photo), None);
+    assert_eq!(read_decision(&a.photo).unwrap().0, Decision::default());
+    assert_eq!(update_decision(&a.photo, |d| d.pick = Some(Pick::Rejected)).unwrap().path, a.root.join("IMG_1.jpg.xmp"));
+    assert_eq!(fs::read_to_string(&lr).unwrap(), lr_text, "the shared sidecar is left alone");
+    assert_eq!(read_decision(&png).unwrap().0, Decision::default(), "the PNG is not rejected");
+    a.assert_photo_untouched();
+
+    // A RAW with a DNG and a JPEG of the same stem: no pair (two RAWs); the CR2 owns the stem sidecar.
+    let (b, lr) = Album::with_sidecar("IMG_2.CR2", "IMG_2.xmp", &lr_text);
+    for other in ["IMG_2.DNG", "IMG_2.JPG"] {
+        fs::write(b.root.join(other), bytes).unwrap();
+    }
+    assert_eq!(xmp::find_sidecar(&b.photo), Some(lr.clone()));
+    assert_eq!(read_decision(&b.photo).unwrap().0.label, lr_label);
+    for other in ["IMG_2.DNG", "IMG_2.JPG"] {
+        let p = b.root.join(other);
+        assert_eq!(xmp::find_sidecar(&p), None, "{other}");
+        let out = update_decision(&p, |d| d.set_rating(1)).unwrap();
+        assert_eq!(out.path, b.root.join(format!("{other}.xmp")));
+    }
+    assert_eq!(fs::read_to_string(&lr).unwrap(), lr_text);
+
+    // The pair (one RAW, one JPEG) shares it; a PNG beside them does not.
+    let (c, lr) = Album::with_sidecar("IMG_3.NEF", "IMG_3.xmp", &lr_text);
+    let (jpg, png) = (c.root.join("IMG_3.jpg"), c.root.join("IMG_3.png"));
+    fs::write(&jpg, bytes).unwrap();
+    fs::write(&png, bytes).unwrap();
+    assert_eq!(xmp::find_sidecar(&c.photo), Some(lr.clone()));
+    assert_eq!(xmp::find_sidecar(&jpg), Some(lr.clone()));
+    assert_eq!(xmp::find_sidecar(&png), None);
+
+    // Alone, a photo owns its stem sidecar; once a second photo of that stem appears, it no longer does.
+    let (d, lr) = Album::with_sidecar("IMG_4.jpg", "IMG_4.xmp", &lr_text);
+    assert_eq!(xmp::find_sidecar(&d.photo), Some(lr.clone()));
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(d.root.join("IMG_4.tif"), bytes).unwrap();
+    assert_eq!(xmp::find_sidecar(&d.photo), None);
+}
+
 /// A small real JPEG with an APP1 XMP segment right after SOI.
 fn jpeg_with_xmp(packet: Option<&str>) -> Vec<u8> {
     let img = image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([(x * 10) as u8, (y * 15) as u8, 128]));

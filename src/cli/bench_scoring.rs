@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::bench::{Scratch, secs};
 use crate::library::db::{Library, PhotoRecord};
-use crate::library::decode::{Size, decode_path};
+use crate::library::decode::{Size, decode_intact};
 use crate::model::brisque::Brisque;
 use crate::model::imagenet::{Classifier, class_names};
 use crate::model::quality::{self, QualityModel};
@@ -140,7 +140,7 @@ fn stages(sources: &[PathBuf], device: &candle_core::Device) -> anyhow::Result<(
     let brisque = Brisque::load(&Brisque::default_dir()).map_err(|e| eprintln!("BRISQUE unavailable: {e}")).ok();
     let max_side = ScoringConfig::DEFAULT_MAX_SIDE;
     // Warm-up: thread pools, allocator, the GPU's kernels.
-    if let Ok(d) = decode_path(&sources[0], Size::Fit(max_side)) {
+    if let Ok(d) = decode_intact(&sources[0], Size::Fit(max_side)) {
         backbone_outputs(&classifier, &names, &[&d.image], device)?;
         if let Some(q) = &quality {
             q.score_and_features(&[&d.image])?;
@@ -149,7 +149,7 @@ fn stages(sources: &[PathBuf], device: &candle_core::Device) -> anyhow::Result<(
     let mut t = [0f64; 4];
     let mut n = 0usize;
     for chunk in sources.chunks(ScoringConfig::APP_BATCH) {
-        let (decoded, s) = secs(|| chunk.par_iter().map(|p| decode_path(p, Size::Fit(max_side))).collect::<Vec<_>>());
+        let (decoded, s) = secs(|| chunk.par_iter().map(|p| decode_intact(p, Size::Fit(max_side))).collect::<Vec<_>>());
         t[0] += s;
         let images: Vec<&RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok().map(|d| &d.image)).collect();
         n += images.len();

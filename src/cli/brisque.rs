@@ -9,13 +9,13 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 
-use crate::library::decode::{Size, decode_intact, load_rgb};
+use crate::library::decode::{Size, decode_intact};
 use crate::model::brisque::Brisque;
 use crate::train::cv::{fold_ids, mean_std};
 use crate::train::metrics::{plcc, srcc};
 
 /// Largest photo `keepers brisque` scores at full resolution: 150 megapixels (medium-format
-/// cameras reach 100-150), about 5.4 GB at BRISQUE's 35-36 bytes per pixel.
+/// cameras reach 100-150), about 5.6 GB at BRISQUE's 37 bytes per pixel.
 const MAX_PIXELS: u64 = 150_000_000;
 
 fn model(dir: Option<&Path>) -> anyhow::Result<Brisque> {
@@ -25,11 +25,11 @@ fn model(dir: Option<&Path>) -> anyhow::Result<Brisque> {
 
 /// Prints `score<TAB>path` per photo as it is scored, at full resolution as the package computes
 /// it; a photo that cannot be read (or is damaged) is reported and the others go on. Photos go one
-/// at a time (the filters run in parallel within a photo): at about 35 bytes per pixel
+/// at a time (the filters run in parallel within a photo): at about 37 bytes per pixel
 /// ([`crate::model::brisque`]), several large photos at once would not fit in memory.
 pub fn score(paths: &[PathBuf], model_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let m = model(model_dir)?;
-    let files = super::collect_files(paths)?;
+    let (files, folder_problems) = super::collect_files(paths)?;
     let mut failed = 0;
     for f in &files {
         match decode_intact(f, Size::Full) {
@@ -43,7 +43,7 @@ pub fn score(paths: &[PathBuf], model_dir: Option<&Path>) -> anyhow::Result<Exit
                     d.image.width(),
                     d.image.height(),
                     MAX_PIXELS / 1_000_000,
-                    MAX_PIXELS as f64 * 36.0 / 1e9
+                    MAX_PIXELS as f64 * 37.0 / 1e9
                 );
             }
             Ok(d) => {
@@ -60,17 +60,14 @@ pub fn score(paths: &[PathBuf], model_dir: Option<&Path>) -> anyhow::Result<Exit
             }
         }
     }
-    if failed > 0 {
-        eprintln!("{failed} of {} photos could not be read", files.len());
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::photos_exit_code(failed, files.len(), folder_problems))
 }
 
 /// SRCC and PLCC of -BRISQUE against the score column of `csv` over every row with a score, then
 /// per fold of the seeded split `keepers cv` and `keepers train-quality` use ([`fold_ids`] over
 /// the rows with a score, in file order), so the figures compare with their held-out ones.
-/// BRISQUE is not fitted to these folds; they only make the spread comparable.
+/// BRISQUE is not fitted to these folds; they only make the spread comparable. Photos are scored
+/// in parallel (quality datasets are small photos: LIVE's are 500 x 500); a damaged one stops it.
 pub fn eval(csv: &Path, images: Option<&Path>, model_dir: Option<&Path>, folds: usize, seed: u64) -> anyhow::Result<ExitCode> {
     let m = model(model_dir)?;
     let ds = super::cv::load_dataset(csv, images)?;
@@ -81,7 +78,9 @@ pub fn eval(csv: &Path, images: Option<&Path>, model_dir: Option<&Path>, folds: 
     eprintln!("BRISQUE on {} photos from {}", rows.len(), csv.display());
     let scores = rows
         .par_iter()
-        .map(|(s, _)| load_rgb(&s.path).map(|img| m.score(&img)).with_context(|| format!("scoring {}", s.path.display())))
+        .map(|(s, _)| {
+            decode_intact(&s.path, Size::Full).map(|d| m.score(&d.image)).with_context(|| format!("scoring {}", s.path.display()))
+        })
         .collect::<anyhow::Result<Vec<f64>>>()?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for ((_, mos), s) in rows.iter().zip(&scores) {

@@ -8,7 +8,7 @@ use std::sync::mpsc::channel;
 use crate::worker::{CancelToken, Event, Job, Worker};
 
 pub fn run(paths: &[PathBuf], top: usize) -> anyhow::Result<ExitCode> {
-    let files = super::collect_files(paths)?;
+    let (files, folder_problems) = super::collect_files(paths)?;
     let worker = Worker::spawn(None);
     let (tx, rx) = channel();
     let total = files.len();
@@ -23,13 +23,7 @@ pub fn run(paths: &[PathBuf], top: usize) -> anyhow::Result<ExitCode> {
             }
             Event::PhotoFailed { error, .. } => eprintln!("error: {error}"),
             Event::JobFailed { error } => anyhow::bail!(error),
-            Event::Done { failed, .. } => {
-                if failed > 0 {
-                    eprintln!("{failed} of {total} photos could not be read");
-                    return Ok(ExitCode::from(1));
-                }
-                break;
-            }
+            Event::Done { failed, .. } => return Ok(super::photos_exit_code(failed, total, folder_problems)),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -332,15 +332,22 @@ pub enum BenchWhat {
     },
 }
 
-/// The photos named on the command line: files as given, folders listed (recursively, images only).
-pub(crate) fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+/// The photos named on the command line: files as given, folders listed as the album scan lists
+/// them ([`crate::library::scan::list_photos`]), with the files it could not take (empty, not an
+/// image, an unsupported format) passed on so that decoding reports them like any other; and the
+/// number of folders that could not be read (reported here), which count as failures.
+pub(crate) fn collect_files(paths: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
+    let (mut files, mut folder_problems) = (Vec::new(), 0);
     for p in paths {
         if p.is_dir() {
             let (photos, issues) = crate::library::scan::list_photos(p);
             files.extend(photos);
             for i in issues {
-                if i.path.is_dir() {
+                if matches!(i.kind, crate::library::scan::IssueKind::SymlinkLoop) {
+                    // The folder it leads back to is read anyway.
+                    eprintln!("skipped: {i}");
+                } else if i.path.is_dir() {
+                    folder_problems += 1;
                     eprintln!("error: {i}");
                 } else {
                     // Decoded like the others, so that it is reported (and counted) as they are.
@@ -354,7 +361,19 @@ pub(crate) fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if files.is_empty() {
         anyhow::bail!("no photos found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
-    Ok(files)
+    Ok((files, folder_problems))
+}
+
+/// The end of a command over photos: says how many photos (of `total`) and folders could not be
+/// read, and exits 1 if any could not.
+pub(crate) fn photos_exit_code(failed: usize, total: usize, folder_problems: usize) -> std::process::ExitCode {
+    if failed > 0 {
+        eprintln!("{failed} of {total} photos could not be read");
+    }
+    if folder_problems > 0 {
+        eprintln!("{folder_problems} folder(s) could not be read");
+    }
+    if failed + folder_problems > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS }
 }
 
 /// Runs the parsed command line; returns the process exit code.

@@ -97,7 +97,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
-    let files = super::collect_files(a.paths)?;
+    let (files, folder_problems) = super::collect_files(a.paths)?;
     let (device, _) = crate::device::best_device();
     let (config, lite0) = quality::default_paths();
     let model = match QualityModel::load(&config, &lite0, &device) {
@@ -254,9 +254,5 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let failed = out.iter().filter(|p| p.error.is_some()).count();
-    if failed > 0 {
-        eprintln!("{failed} of {} photos could not be read", files.len());
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::photos_exit_code(failed, files.len(), folder_problems))
 }

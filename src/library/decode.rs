@@ -265,13 +265,15 @@ pub fn decode_jpeg(path: &Path, data: &[u8], size: Size, fallback_orientation: O
     let (rgb, w, h, warning) = match result {
         Ok(r) => r,
         Err(turbo_err) => {
-            // Second opinion from the pure-Rust decoder; report libjpeg-turbo's message if it fails too.
+            // Second opinion from the pure-Rust decoder. If it fails too: "truncated" for a file cut
+            // short, else libjpeg-turbo's message (the file's own problems, e.g. too large, pass through).
             return match decode_with_image(path, data, size) {
                 // The `image` crate pads a cut-off file with grey instead of failing.
                 Ok(d) => Ok(Decoded { format: Format::Jpeg, warning: check_jpeg_complete(data).err(), ..d }),
                 Err(DecodeError::TooLarge { .. })
                 | Err(DecodeError::Corrupt { .. })
                 | Err(DecodeError::Unsupported { .. })
+                | Err(DecodeError::UnsupportedVariant { .. })
                 | Err(DecodeError::Damaged { .. }) => {
                     // Both decoders refused it: a file cut short says so, whatever they said.
                     match check_jpeg_complete(data) {

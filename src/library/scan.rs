@@ -83,19 +83,25 @@ pub struct ScanIssue {
     pub kind: IssueKind,
 }
 
+impl ScanIssue {
+    /// What is wrong, without the path.
+    pub fn reason(&self) -> String {
+        match &self.kind {
+            IssueKind::PermissionDenied => "permission denied, skipped".into(),
+            IssueKind::SymlinkLoop => "symbolic link loop, not followed".into(),
+            IssueKind::BrokenLink => "symbolic link to nothing, skipped".into(),
+            IssueKind::Vanished => "disappeared during the scan".into(),
+            IssueKind::Empty => "file is empty".into(),
+            IssueKind::Unsupported(what) => format!("{what} images are not supported"),
+            IssueKind::NotAnImage => "not an image Keepers can read (the extension says it is)".into(),
+            IssueKind::Io(e) => e.clone(),
+        }
+    }
+}
+
 impl fmt::Display for ScanIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = self.path.display();
-        match &self.kind {
-            IssueKind::PermissionDenied => write!(f, "{p}: permission denied, skipped"),
-            IssueKind::SymlinkLoop => write!(f, "{p}: symbolic link loop, not followed"),
-            IssueKind::BrokenLink => write!(f, "{p}: symbolic link to nothing, skipped"),
-            IssueKind::Vanished => write!(f, "{p}: disappeared during the scan"),
-            IssueKind::Empty => write!(f, "{p}: file is empty"),
-            IssueKind::Unsupported(what) => write!(f, "{p}: {what} images are not supported"),
-            IssueKind::NotAnImage => write!(f, "{p}: not an image Keepers can read (the extension says it is)"),
-            IssueKind::Io(e) => write!(f, "{p}: {e}"),
-        }
+        write!(f, "{}: {}", self.path.display(), self.reason())
     }
 }
 
@@ -199,12 +205,13 @@ pub fn examine(path: &Path) -> Result<Option<ScanFile>, ScanIssue> {
 }
 
 /// The key files of one photo share: the stem, lower-cased; a stem that is not valid Unicode is
-/// compared byte for byte (two such names never merge through a replacement character).
+/// compared byte for byte, ASCII letters lower-cased (two such names never merge through a
+/// replacement character, and no such key equals a valid Unicode one).
 pub fn stem_key(path: &Path) -> Vec<u8> {
     match path.file_stem() {
         Some(s) => match s.to_str() {
             Some(u) => u.to_lowercase().into_bytes(),
-            None => s.as_encoded_bytes().to_vec(),
+            None => s.as_encoded_bytes().to_ascii_lowercase(),
         },
         None => Vec::new(),
     }

@@ -44,6 +44,12 @@
 //! `<stem>.xmp` gets its decision in that file (Lightroom sees it with "Read Metadata from File") and no
 //! second sidecar appears; with no sidecar at all, `<name>.<ext>.xmp` is created. When both exist only the
 //! `<name>.<ext>.xmp` one is read and written. A RAW+JPEG pair shares the Lightroom `<stem>.xmp`.
+//! - A `<stem>.xmp` is one photo's: when other photo files in the folder share the stem (any case:
+//!   `IMG_1.jpg` beside `IMG_1.png`, or `IMG_1.CR2` beside `IMG_1.DNG`), it belongs to the RAW+JPEG
+//!   pair if the folder has exactly one RAW and one JPEG of that stem (the album's item), else to the
+//!   only RAW that is not a DNG (Adobe tools write `<stem>.xmp` for such RAWs and embed XMP in the
+//!   others), else to none of them; the other photos use `<name>.<ext>.xmp` only, so that a decision
+//!   on one never changes another ([`owns_stem_sidecar`]).
 //!
 //! Embedded XMP (a JPEG APP1 segment starting `http://ns.adobe.com/xap/1.0/\0`) is read only, when no
 //! sidecar exists. The first sidecar Keepers creates for such a JPEG starts from the embedded decision, so
@@ -81,6 +87,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_xml::Reader;
+
+use super::formats;
 use quick_xml::events::Event;
 
 pub const NS_RDF: &str = "http://www.w3.org/1999/02/22-rdf-syntax-ns#";
@@ -301,9 +309,80 @@ pub fn sidecar_candidates(photo: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The existing sidecar of `photo`, if any.
+/// The existing sidecar of `photo`, if any (a `<stem>.xmp` only where [`owns_stem_sidecar`]).
 pub fn find_sidecar(photo: &Path) -> Option<PathBuf> {
-    sidecar_candidates(photo).into_iter().find(|p| fs::metadata(p).is_ok_and(|m| m.is_file()))
+    let candidates = sidecar_candidates(photo);
+    let exists = |p: &PathBuf| fs::metadata(p).is_ok_and(|m| m.is_file());
+    // The first two are `<name>.<ext>.xmp`; the stem's are looked at (and the folder listed) only
+    // when one exists.
+    candidates.iter().take(2).find(|p| exists(p)).cloned().or_else(|| {
+        let stem = candidates.iter().skip(2).find(|p| exists(p))?;
+        owns_stem_sidecar(photo).then(|| stem.clone())
+    })
+}
+
+/// Whether `photo` may read and write `<stem>.xmp` (see the module docs, "Sidecar names"): it is the
+/// only photo file of its stem in its folder, or one of the RAW+JPEG pair when the folder has
+/// exactly one RAW and one JPEG of that stem, or else the only non-DNG RAW of that stem. Photo files
+/// are told by extension ([`formats::is_image_extension`], unsupported formats included: a HEIC of
+/// the same stem is a photo another program may own the sidecar for); stems compare as the album's
+/// pairing does ([`crate::library::scan::stem_key`]). The folder is listed once per change of its
+/// modification time ([`same_stem_files`]).
+pub fn owns_stem_sidecar(photo: &Path) -> bool {
+    let group = same_stem_files(photo);
+    let ext = |p: &Path| p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    let photos: Vec<&PathBuf> = group.iter().filter(|p| formats::is_image_extension(&ext(p))).collect();
+    let me = photo.file_name();
+    if photos.iter().all(|p| p.file_name() == me) {
+        return true;
+    }
+    let raw = |p: &&&PathBuf| formats::RawKind::from_extension(&ext(p)).is_some();
+    let raws: Vec<&&PathBuf> = photos.iter().filter(raw).collect();
+    let jpegs: Vec<&&PathBuf> = photos.iter().filter(|p| matches!(ext(p).as_str(), "jpg" | "jpeg" | "jpe" | "jfif")).collect();
+    let is_me = |p: &&&PathBuf| p.file_name() == me;
+    if raws.len() == 1 && jpegs.len() == 1 {
+        return is_me(&raws[0]) || is_me(&jpegs[0]);
+    }
+    let proprietary: Vec<&&&PathBuf> = raws.iter().filter(|p| ext(p) != "dng").collect();
+    proprietary.len() == 1 && is_me(proprietary[0])
+}
+
+/// Folder listings kept for [`same_stem_files`]: per folder, its modification time when listed and
+/// its files by stem key. Cleared when it holds [`LISTINGS_KEPT`] folders.
+type Listing = (std::time::SystemTime, std::sync::Arc<std::collections::HashMap<Vec<u8>, Vec<PathBuf>>>);
+static LISTINGS: std::sync::LazyLock<Mutex<std::collections::HashMap<PathBuf, Listing>>> = std::sync::LazyLock::new(Default::default);
+const LISTINGS_KEPT: usize = 64;
+
+/// The files in `photo`'s folder whose stem matches its stem (photo included if it exists), from a
+/// listing of the folder reused while the folder's modification time is unchanged (adding,
+/// removing or renaming a file changes it). An unreadable folder gives just `photo`.
+fn same_stem_files(photo: &Path) -> Vec<PathBuf> {
+    use crate::library::scan::stem_key;
+    let dir = match photo.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(mtime) = fs::metadata(&dir).and_then(|m| m.modified()) else { return vec![photo.to_path_buf()] };
+    let cached = LISTINGS.lock().unwrap_or_else(|e| e.into_inner()).get(&dir).filter(|(t, _)| *t == mtime).map(|(_, l)| l.clone());
+    let listing = match cached {
+        Some(l) => l,
+        None => {
+            let Ok(rd) = fs::read_dir(&dir) else { return vec![photo.to_path_buf()] };
+            let mut by_stem: std::collections::HashMap<Vec<u8>, Vec<PathBuf>> = Default::default();
+            for e in rd.flatten() {
+                let p = photo.with_file_name(e.file_name());
+                by_stem.entry(stem_key(&p)).or_default().push(p);
+            }
+            let l = std::sync::Arc::new(by_stem);
+            let mut all = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
+            if all.len() >= LISTINGS_KEPT {
+                all.clear();
+            }
+            all.insert(dir, (mtime, l.clone()));
+            l
+        }
+    };
+    listing.get(&stem_key(photo)).cloned().unwrap_or_default()
 }
 
 /// The sidecar a write for `photo` goes to: the existing one, else `<name>.<ext>.xmp`.

@@ -37,7 +37,8 @@ pub struct AlbumReport {
     pub starred: usize,
     /// Photos without a pick, reject or stars, by path.
     pub without_decision: Vec<PathBuf>,
-    /// Decisions that could not be read (malformed or unreadable XMP), with the reason.
+    /// Decisions that could not be read (malformed or unreadable XMP), and files or folders the
+    /// album scan could not take, with the reason.
     pub unreadable: Vec<(PathBuf, String)>,
 }
 
@@ -137,9 +138,12 @@ pub fn from_xmp_dir(dir: &Path) -> Result<(Dataset, AlbumReport), DataError> {
     if let Err(source) = std::fs::read_dir(dir) {
         return Err(DataError::Io { path: dir.to_owned(), source });
     }
-    let (photos, issues) = crate::library::scan::list_photos(dir);
+    // One sample per album item, named by its original (the RAW of a RAW+JPEG pair) as the
+    // library names it, with the decision read from it as the app reads it.
+    let (items, issues, _) = crate::library::scan::scan_all(dir);
+    let photos: Vec<PathBuf> = items.into_iter().map(|i| i.primary.path).collect();
     let (ds, mut report) = from_xmp(&photos);
-    report.unreadable.extend(issues.into_iter().map(|i| (i.path.clone(), i.to_string())));
+    report.unreadable.extend(issues.into_iter().map(|i| (i.path.clone(), i.reason())));
     Ok((ds, report))
 }
 
