@@ -66,6 +66,26 @@ fn bursts_collapse_to_their_best_frame_and_expand() {
     assert_eq!(st.visible.len(), 6);
 }
 
+/// A burst later in the album (its frames are not the first photos loaded) is shown by its own
+/// best frame: the group's best is a photo index, not a position among its members (reading it
+/// as a position showed another photo as the cover, or crashed the app once scores came in).
+#[test]
+fn a_burst_after_other_photos_is_covered_by_its_own_best_frame() {
+    let mut st = AlbumState::new(std::path::Path::new("/album"));
+    st.upsert(photo(1, "early.jpg", Some("2024:05:01 08:00:00"), Some(50.0)));
+    st.upsert(photo(2, "noon.jpg", Some("2024:05:01 12:00:00"), Some(65.0)));
+    st.upsert(photo(3, "b1.jpg", Some("2024:05:01 16:00:00"), Some(30.0)));
+    st.upsert(photo(4, "b2.jpg", Some("2024:05:01 16:00:01"), Some(45.0)));
+    st.upsert(photo(5, "b3.jpg", Some("2024:05:01 16:00:02"), Some(80.0)));
+    st.regroup();
+    st.refresh();
+    assert_eq!(st.groups.len(), 1, "{:?}", st.groups);
+    let g = &st.groups[0];
+    assert!(g.members.contains(&g.cover), "the cover {} is one of the burst {:?}", g.cover, g.members);
+    assert_eq!(st.photos[g.cover].name, "b3.jpg");
+    assert_eq!(names(&st), ["early.jpg", "noon.jpg", "b3.jpg"]);
+}
+
 #[test]
 fn sorting_puts_unscored_photos_last_and_reverses() {
     let mut st = album();

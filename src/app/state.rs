@@ -316,7 +316,7 @@ impl AlbumState {
             .collect();
         self.groups = burst::group(&frames, &BurstParams::default())
             .into_iter()
-            .map(|g| Group { kind: g.kind, cover: g.best.map_or(g.members[0], |b| g.members[b]), members: g.members })
+            .map(|g| Group { kind: g.kind, cover: g.best.unwrap_or(g.members[0]), members: g.members })
             .collect();
         self.group_of = self.groups.iter().enumerate().flat_map(|(gi, g)| g.members.iter().map(move |&m| (m, gi))).collect();
         self.expanded.retain(|&g| g < self.groups.len());

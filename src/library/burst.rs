@@ -47,7 +47,8 @@ pub enum GroupKind {
 pub struct Group {
     pub kind: GroupKind,
     pub members: Vec<usize>,
-    /// The member with the highest quality score; `None` when no member has been scored.
+    /// The member with the highest quality score (a frame index, one of `members`, not a
+    /// position in it); `None` when no member has been scored.
     pub best: Option<usize>,
 }
 
