@@ -696,3 +696,23 @@ fn advanced_mode_trains_a_paper_procedure_on_a_csv_and_scores_the_album_with_it(
     // The info panel says which profile the score came from.
     h.get_by_label(&format!("from taste profile “{}”", result.name));
 }
+
+/// Files the album scan cannot take are each reported once, at the top; past four, the rest are
+/// counted and "Dismiss all" clears them (the photos are untouched and the album still loads).
+#[test]
+fn scan_problems_are_listed_and_dismissed_all_at_once() {
+    let a = sample_album();
+    for i in 0..6 {
+        std::fs::write(a.root.join(format!("notes{i}.jpg")), b"shopping list: film, batteries").unwrap();
+    }
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", loaded);
+    wait_for(&mut h, "the scan problems", |app| app.messages.len() == 6);
+    assert!(h.state().messages.iter().all(|m| m.text.contains("not an image Keepers can read")));
+    h.get_by_label("…and 2 more messages");
+    h.get_by_label("Dismiss all").click();
+    h.run_steps(2);
+    assert!(h.state().messages.is_empty(), "{:?}", h.state().messages.iter().map(|m| &m.text).collect::<Vec<_>>());
+    assert!(h.query_by_label("Dismiss all").is_none());
+    assert_eq!(h.state().state().unwrap().len(), 16);
+}

@@ -268,3 +268,15 @@ fn taste_labels_themes_and_the_taste_score_come_from_the_album() {
     st.refresh();
     assert_eq!(st.visible.len(), 5);
 }
+
+/// Tiles, the loupe and the info panel show a file's error without its path in front (they name
+/// the photo already), also when the path was put in front twice.
+#[test]
+fn errors_are_shown_without_the_path_in_front() {
+    use keepers::app::state::reason;
+    let p = std::path::Path::new("/album/day 1/IMG_1.jpg");
+    assert_eq!(reason("/album/day 1/IMG_1.jpg: damaged or truncated file: x", p), "damaged or truncated file: x");
+    assert_eq!(reason("/album/day 1/IMG_1.jpg: /album/day 1/IMG_1.jpg: cannot decode: y", p), "cannot decode: y");
+    assert_eq!(reason("backbone inference failed", p), "backbone inference failed");
+    assert_eq!(reason("/album/day 1/IMG_2.jpg: z", p), "/album/day 1/IMG_2.jpg: z");
+}

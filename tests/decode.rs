@@ -196,6 +196,15 @@ fn damaged_and_unsupported_variants_say_what_is_wrong() {
     assert!(matches!(e, DecodeError::UnsupportedVariant { .. }), "{e:?}");
     assert!(e.to_string().contains("jp2k.tif") && e.to_string().contains("34712"), "{e}");
 
+    // A PNG whose image-data checksum is wrong: the chunk is named plainly (not a debug dump).
+    let mut bad = png.clone();
+    let idat = bad.windows(4).position(|w| w == b"IDAT").unwrap();
+    let len = u32::from_be_bytes(bad[idat - 4..idat].try_into().unwrap()) as usize;
+    bad[idat + 4 + len + 3] ^= 0xFF;
+    let p = write(dir.path(), "badcrc.png", &bad);
+    let e = decode_path(&p, Size::Full).unwrap_err().to_string();
+    assert!(e.contains("badcrc.png") && e.contains("CRC") && e.contains("IDAT chunk") && !e.contains("ChunkType"), "{e}");
+
     // A valid PNG wider than the limit is refused with its size.
     let q = dir.path().join("wide.png");
     image::RgbImage::new(decode::MAX_SIDE + 1000, 1).save_with_format(&q, image::ImageFormat::Png).unwrap();

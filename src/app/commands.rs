@@ -66,6 +66,8 @@ pub enum Command {
     ShowShortcuts(bool),
     ToggleSidePanel,
     DismissMessage(usize),
+    /// Clears every message but those waiting on a sidecar retry (their decisions are not written yet).
+    DismissAllMessages,
     RetrySidecars,
     /// The taste panel's commands.
     Taste(super::taste::TasteCommand),

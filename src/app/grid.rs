@@ -132,7 +132,7 @@ pub fn cell_at(ui: &mut Ui, app: &KeepersApp, st: &AlbumState, i: usize, rect: R
                 FontId::proportional(14.0),
                 style::REJECT,
             );
-            let short: String = e.chars().take(60).collect();
+            let short: String = super::state::reason(e, &p.path).chars().take(90).collect();
             let galley = painter.layout(short, FontId::proportional(10.0), style::MUTED, inner.width() - 8.0);
             painter.galley(pos2(inner.left() + 4.0, inner.center().y + 4.0), galley, style::MUTED);
         }

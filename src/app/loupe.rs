@@ -135,13 +135,10 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
             painter.text(rect.right_top() + vec2(-8.0, 8.0), Align2::RIGHT_TOP, "loading…", FontId::proportional(13.0), style::MUTED);
         }
         PreviewState::Failed(e) => {
-            painter.text(
-                rect.center(),
-                Align2::CENTER_CENTER,
-                format!("⚠ Cannot show {}:\n{e}", p.name),
-                FontId::proportional(15.0),
-                style::REJECT,
-            );
+            // Wrapped to the view: file errors can be long.
+            let text = format!("⚠ Cannot show {}:\n{}", p.name, super::state::reason(e, &p.path));
+            let galley = painter.layout(text, FontId::proportional(15.0), style::REJECT, (rect.width() - 48.0).clamp(40.0, 720.0));
+            painter.galley(rect.center() - galley.size() / 2.0, galley, style::REJECT);
         }
     }
     // Caption: name, flag, stars, label.

@@ -815,6 +815,7 @@ impl KeepersApp {
                     self.messages.remove(i);
                 }
             }
+            Command::DismissAllMessages => self.messages.retain(|m| m.retry),
             Command::Taste(t) => self.apply_taste(t),
             Command::RetrySidecars => {
                 self.messages.retain(|m| !m.retry);

@@ -155,7 +155,12 @@ fn messages(ui: &mut Ui, app: &KeepersApp, out: &mut Vec<Command>) {
         });
     }
     if app.messages.len() > 4 {
-        ui.label(RichText::new(format!("…and {} more messages", app.messages.len() - 4)).color(style::MUTED));
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(format!("…and {} more messages", app.messages.len() - 4)).color(style::MUTED));
+            if ui.button("Dismiss all").clicked() {
+                out.push(Command::DismissAllMessages);
+            }
+        });
     }
 }
 
@@ -270,7 +275,7 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                     });
                 }
                 ScoreState::Failed(e) => {
-                    ui.label(RichText::new(format!("Could not score: {e}")).color(style::REJECT));
+                    ui.label(RichText::new(format!("Could not score: {}", super::state::reason(e, &p.path))).color(style::REJECT));
                 }
                 ScoreState::Ready(s) => match &s.quality {
                     Some(q) => {

@@ -556,3 +556,15 @@ pub fn pick_text(d: &Decision) -> &'static str {
         _ => "unflagged",
     }
 }
+
+/// An error about `path` without the path in front (the tile, loupe or panel showing it already
+/// names the photo): `"/a/b.jpg: damaged or truncated file: ..."` reads `"damaged or truncated
+/// file: ..."`. Errors that do not start with the path are returned whole.
+pub fn reason<'a>(error: &'a str, path: &std::path::Path) -> &'a str {
+    let prefix = format!("{}: ", path.display());
+    let mut e = error;
+    while let Some(rest) = e.strip_prefix(prefix.as_str()) {
+        e = rest;
+    }
+    e
+}

@@ -45,8 +45,8 @@ pub enum DecodeError {
     Empty { path: PathBuf },
     #[error("{path}: image is too large ({reason}); limit is {MAX_SIDE} px per side")]
     TooLarge { path: PathBuf, reason: String },
-    #[error("{path}: cannot decode: {source}")]
-    Corrupt { path: PathBuf, source: image::ImageError },
+    #[error("{path}: cannot decode: {message}")]
+    Corrupt { path: PathBuf, message: String },
     #[error("{path}: cannot decode JPEG: {message}")]
     Jpeg { path: PathBuf, message: String },
     /// The file is truncated or its data is damaged (it may have decoded in part).
@@ -91,8 +91,22 @@ fn classify_err(path: &Path, e: image::ImageError) -> DecodeError {
             DecodeError::Damaged { path, message: "the file ends before its image data does".into() }
         }
         image::ImageError::IoError(e) => DecodeError::Damaged { path, message: e.to_string() },
-        source => DecodeError::Corrupt { path, source },
+        e => DecodeError::Corrupt { path, message: readable(&e.to_string()) },
     }
+}
+
+/// A decoder's message for people: the PNG decoder names a chunk by its debug form
+/// (`ChunkType { type: IDAT, critical: true, ... }`); that becomes `IDAT`.
+fn readable(msg: &str) -> String {
+    const DEBUG: &str = "ChunkType { type: ";
+    let mut out = msg.to_string();
+    while let Some(i) = out.find(DEBUG) {
+        let rest = &out[i + DEBUG.len()..];
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let Some(end) = rest.find('}') else { break };
+        out = format!("{}{name}{}", &out[..i], &rest[end + 1..]);
+    }
+    out
 }
 
 /// How much of the image to decode.
