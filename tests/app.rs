@@ -716,3 +716,32 @@ fn scan_problems_are_listed_and_dismissed_all_at_once() {
     assert!(h.query_by_label("Dismiss all").is_none());
     assert_eq!(h.state().state().unwrap().len(), 16);
 }
+
+/// A truncated JPEG (an interrupted card copy) is shown in the loupe as far as it decodes, and
+/// the view says it is damaged (its accessible name too) rather than passing the grey rest off as
+/// the photo.
+#[test]
+fn a_truncated_photo_is_shown_as_damaged_in_the_loupe() {
+    let a = sample_album();
+    let china = std::fs::read(a.root.join("china.jpg")).unwrap();
+    std::fs::write(a.root.join("0cut.jpg"), &china[..china.len() / 2]).unwrap();
+    let mut h = harness(&a, false, (1280.0, 800.0));
+    wait_for(&mut h, "the album to load", |app| app.session.as_ref().is_some_and(|s| s.finished && s.state.len() == 17));
+    h.key_press(Key::Home);
+    h.run_steps(2);
+    assert_eq!(h.state().state().unwrap().current_photo().unwrap().name, "0cut.jpg");
+    h.key_press(Key::E);
+    wait_for(&mut h, "the preview", |app| {
+        let st = app.state().unwrap();
+        matches!(app.previews().get(st.current_photo().unwrap().id), keepers::app::textures::PreviewState::Ready(_))
+    });
+    h.get_by_label("Photo 0cut.jpg (damaged file, partly decoded)");
+    // An intact photo keeps its plain name.
+    h.key_press(Key::ArrowRight);
+    wait_for(&mut h, "the next preview", |app| {
+        let st = app.state().unwrap();
+        matches!(app.previews().get(st.current_photo().unwrap().id), keepers::app::textures::PreviewState::Ready(_))
+    });
+    let name = h.state().state().unwrap().current_photo().unwrap().name.clone();
+    h.get_by_label(&format!("Photo {name}"));
+}

@@ -76,7 +76,8 @@ pub fn compare(ui: &mut Ui, app: &mut KeepersApp) -> Vec<Command> {
 pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut ViewTransform, interactive: bool) -> egui::Response {
     let st = app.state().expect("a session is open");
     let p = &st.photos[i];
-    let label = format!("Photo {}", p.name);
+    let damaged = matches!(app.previews().get(p.id), PreviewState::Ready(prev) if prev.warning.is_some());
+    let label = if damaged { format!("Photo {} (damaged file, partly decoded)", p.name) } else { format!("Photo {}", p.name) };
     let resp =
         ui.interact(rect, ui.scope_id().with(("photo_view", p.id)), if interactive { Sense::click_and_drag() } else { Sense::hover() });
     resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &label));
@@ -119,6 +120,18 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
                 Some(s) => format!("{:.0} %", s * 100.0),
             };
             painter.text(rect.right_top() + vec2(-8.0, 8.0), Align2::RIGHT_TOP, zoom_text, FontId::proportional(13.0), style::MUTED);
+            if let Some(w) = &prev.warning {
+                // A truncated file shows what it has; the grey rest is not the photo.
+                let text = format!("⚠ Damaged file, shown as far as it decodes (the grey part is missing): {w}");
+                let galley = painter.layout(text, FontId::proportional(13.0), style::REJECT, (rect.width() - 32.0).max(40.0));
+                let at = rect.left_top() + vec2(12.0, 30.0);
+                painter.rect_filled(
+                    Rect::from_min_size(at - vec2(4.0, 3.0), galley.size() + vec2(8.0, 6.0)),
+                    3.0,
+                    Color32::from_black_alpha(190),
+                );
+                painter.galley(at, galley, style::REJECT);
+            }
         }
         PreviewState::Loading => {
             // The thumbnail stands in while the preview decodes.

@@ -34,6 +34,8 @@ pub struct Preview {
     pub size: [u32; 2],
     /// Pixel size of the photo at full resolution (scores' patch rectangles are in these pixels).
     pub full: [u32; 2],
+    /// Set when the file is damaged and only part of it decoded (the rest shows grey).
+    pub warning: Option<String>,
 }
 
 pub enum PreviewState<'a> {
@@ -48,7 +50,7 @@ struct Queue {
 }
 
 /// A decoded preview (the image and the photo's full size) or why it failed, by photo id.
-type PreviewResult = (i64, Result<(RgbImage, [u32; 2]), String>);
+type PreviewResult = (i64, Result<(RgbImage, [u32; 2], Option<String>), String>);
 
 /// Background decoder for loupe previews.
 pub struct Previews {
@@ -100,9 +102,9 @@ impl Previews {
     pub fn poll(&mut self, ctx: &egui::Context) {
         while let Ok((id, r)) = self.results.try_recv() {
             match r {
-                Ok((img, full)) => {
+                Ok((img, full, warning)) => {
                     let texture = upload(ctx, &format!("preview-{id}"), &img);
-                    self.ready.insert(id, Preview { texture, size: [img.width(), img.height()], full });
+                    self.ready.insert(id, Preview { texture, size: [img.width(), img.height()], full, warning });
                     self.lru.retain(|x| *x != id);
                     self.lru.push_back(id);
                     while self.lru.len() > PREVIEW_CAPACITY {
@@ -162,7 +164,8 @@ fn decode_loop(queue: Arc<(Mutex<Queue>, Condvar)>, tx: Sender<PreviewResult>, c
                 q = cv.wait(q).expect("preview queue");
             }
         };
-        let r = decode_path(&path, Size::Fit(max_side)).map(|d| (d.image, [d.full_width, d.full_height])).map_err(|e| e.to_string());
+        let r =
+            decode_path(&path, Size::Fit(max_side)).map(|d| (d.image, [d.full_width, d.full_height], d.warning)).map_err(|e| e.to_string());
         if tx.send((id, r)).is_err() {
             return;
         }
