@@ -34,15 +34,6 @@ fn setup() -> Setup {
     Setup { _dir: dir, root: fs::canonicalize(&root).unwrap(), cfg }
 }
 
-fn minimal_cr2() -> Vec<u8> {
-    let mut b = TiffBuilder::new();
-    b.header_extra = vec![b'C', b'R', 2, 0, 0, 0, 0, 0];
-    let p = b.blob(jpeg(64, 48));
-    let i = b.ifd(vec![(0x103, Val::Short(vec![6])), (0x111, Val::BlobOffset(p)), (0x117, Val::BlobLen(p))]);
-    b.chain = vec![i];
-    b.build()
-}
-
 /// Events until `stop` says so (or a minute passes).
 fn collect(h: &AlbumHandle, stop: impl Fn(&AlbumEvent) -> bool) -> Vec<AlbumEvent> {
     let mut v = Vec::new();

@@ -148,6 +148,14 @@ fn truncated_jpeg() {
         assert!(matches!(e, DecodeError::Damaged { .. }), "{e:?}");
         assert!(e.to_string().contains("half.jpg") && e.to_string().contains("damaged or truncated"), "{e}");
     }
+    // Stray bytes just before the end-of-image marker (some cameras and editors leave them):
+    // every pixel is there and no warning is raised, so the photo is whole (not refused).
+    let mut padded = full[..full.len() - 2].to_vec();
+    padded.extend_from_slice(&[0x00, 0x11, 0x22, 0xFF, 0xD9]);
+    let p = write(dir.path(), "padded.jpg", &padded);
+    let d = decode::decode_intact(&p, Size::Full).unwrap();
+    assert_eq!(d.warning, None);
+    assert_eq!(d.image, decode_path(&write(dir.path(), "whole.jpg", &full), Size::Full).unwrap().image);
     // Cut inside the headers (an interrupted card copy): nothing to show, an error naming the file
     // and saying it is truncated, the same whatever the decoder read before on this thread.
     let good = write(dir.path(), "good.jpg", &full);

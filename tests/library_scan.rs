@@ -19,15 +19,6 @@ fn write(p: &Path, bytes: &[u8]) -> PathBuf {
     p.to_owned()
 }
 
-fn minimal_cr2() -> Vec<u8> {
-    let mut b = TiffBuilder::new();
-    b.header_extra = vec![b'C', b'R', 2, 0, 0, 0, 0, 0];
-    let p = b.blob(jpeg(64, 48));
-    let i = b.ifd(vec![(0x103, Val::Short(vec![6])), (0x111, Val::BlobOffset(p)), (0x117, Val::BlobLen(p))]);
-    b.chain = vec![i];
-    b.build()
-}
-
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap().to_string_lossy().into_owned()
 }
@@ -291,7 +282,8 @@ fn cli_lists_folders_as_the_album_does_and_refuses_damaged_files() {
 
 /// `keepers train --album DIR` without a library (`train::data::album::from_xmp_dir`) reads the
 /// album as the app does: sub-folders included, one sample per RAW+JPEG pair named by its RAW
-/// (as the library names it) with the decision the app reads from the RAW's sidecar, hidden files
+/// (as the library names it) with the decision the app reads from the RAW's sidecar and the
+/// pixels of its JPEG (the file the app scores), hidden files
 /// skipped, and the files the scan could not take listed once each, without repeating the path.
 #[test]
 fn the_album_dataset_reader_sees_the_album_the_app_sees() {
@@ -313,6 +305,7 @@ fn the_album_dataset_reader_sees_the_album_the_app_sees() {
     let mut keys: Vec<(String, Option<usize>)> = ds.samples.iter().map(|s| (s.key.clone(), s.target.label)).collect();
     keys.sort();
     assert_eq!(keys, [("IMG_1.CR2".to_string(), Some(1)), ("b.jpg".to_string(), Some(0))]);
-    assert!(ds.samples.iter().any(|s| s.path == raw));
+    // The pair's pixels are its JPEG's (the app scores that file, not the RAW's preview).
+    assert!(ds.samples.iter().any(|s| s.key == "IMG_1.CR2" && s.path == r.join("day1/IMG_1.JPG")));
     assert_eq!(report.unreadable, vec![(empty, "file is empty".to_string())]);
 }

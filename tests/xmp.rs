@@ -15,6 +15,9 @@ use keepers::library::xmp::{
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
+mod libsupport;
+use libsupport::{jpeg, minimal_cr2, minimal_dng};
+
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/xmp").join(name);
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -410,21 +413,35 @@ fn sidecar_names() {
     assert_eq!(read_decision(&b.photo).unwrap().1, DecisionSource::Sidecar(up));
 }
 
-/// A Lightroom-style `<stem>.xmp` is one photo's when other photo files share its stem: the RAW+JPEG
-/// pair's, else the only non-DNG RAW's, else nobody's; the others read and write only
-/// `<name>.<ext>.xmp`, so that a decision on one never changes another (a reject on `IMG_1.jpg`
-/// must not reject `IMG_1.png` in Lightroom). Adding a same-stem file later is seen.
+/// A Lightroom-style `<stem>.xmp` belongs to one album item when other files share its stem: the
+/// files are classified as the album scan classifies them (format from the bytes, RAW+JPEG
+/// pairing), and the sidecar is the only item's, else the only non-DNG RAW's, else nobody's; the
+/// others read and write only `<name>.<ext>.xmp`, so that a decision on one never changes another
+/// (a reject on `IMG_1.jpg` must not reject `IMG_1.png` in Lightroom). Adding a file later is seen.
 #[test]
-fn a_stem_sidecar_is_never_shared_by_two_photos() {
+fn a_stem_sidecar_belongs_to_one_album_item() {
     let lr_text = fixture("lightroom.xmp");
     let lr_label = xmp::parse_decision(&lr_text).unwrap().label;
     assert_eq!(lr_label, Some(ColorLabel::Yellow), "the fixture's decision");
-    let bytes = b"not really a photo, but its bytes must never change";
+    let png_bytes = {
+        let mut v = Vec::new();
+        image::RgbImage::new(8, 8).write_to(&mut Cursor::new(&mut v), image::ImageFormat::Png).unwrap();
+        v
+    };
+    let folder = |photo: (&str, Vec<u8>), others: &[(&str, Vec<u8>)]| {
+        let a = Album::new(photo.0, &photo.1);
+        for (name, bytes) in others {
+            fs::write(a.root.join(name), bytes).unwrap();
+        }
+        let stem = Path::new(photo.0).file_stem().unwrap().to_string_lossy().into_owned();
+        let lr = a.root.join(format!("{stem}.xmp"));
+        fs::write(&lr, &lr_text).unwrap();
+        (a, lr)
+    };
 
     // Two photos, no RAW: the stem sidecar is nobody's; each gets its own.
-    let (a, lr) = Album::with_sidecar("IMG_1.jpg", "IMG_1.xmp", &lr_text);
+    let (a, lr) = folder(("IMG_1.jpg", jpeg(24, 16)), &[("IMG_1.png", png_bytes.clone())]);
     let png = a.root.join("IMG_1.png");
-    fs::write(&png, bytes).unwrap();
     assert_eq!(xmp::find_sidecar(&a.photo), None);
     assert_eq!(read_decision(&a.photo).unwrap().0, Decision::default());
     assert_eq!(update_decision(&a.photo, |d| d.pick = Some(Pick::Rejected)).unwrap().path, a.root.join("IMG_1.jpg.xmp"));
@@ -432,36 +449,39 @@ fn a_stem_sidecar_is_never_shared_by_two_photos() {
     assert_eq!(read_decision(&png).unwrap().0, Decision::default(), "the PNG is not rejected");
     a.assert_photo_untouched();
 
-    // A RAW with a DNG and a JPEG of the same stem: no pair (two RAWs); the CR2 owns the stem sidecar.
-    let (b, lr) = Album::with_sidecar("IMG_2.CR2", "IMG_2.xmp", &lr_text);
-    for other in ["IMG_2.DNG", "IMG_2.JPG"] {
-        fs::write(b.root.join(other), bytes).unwrap();
-    }
+    // A CR2 with a DNG and a JPEG of the same stem: no pair (two RAWs); the CR2 owns the stem sidecar.
+    let (b, lr) = folder(("IMG_2.CR2", minimal_cr2()), &[("IMG_2.DNG", minimal_dng()), ("IMG_2.JPG", jpeg(24, 16))]);
     assert_eq!(xmp::find_sidecar(&b.photo), Some(lr.clone()));
     assert_eq!(read_decision(&b.photo).unwrap().0.label, lr_label);
     for other in ["IMG_2.DNG", "IMG_2.JPG"] {
         let p = b.root.join(other);
         assert_eq!(xmp::find_sidecar(&p), None, "{other}");
-        let out = update_decision(&p, |d| d.set_rating(1)).unwrap();
-        assert_eq!(out.path, b.root.join(format!("{other}.xmp")));
+        assert_eq!(update_decision(&p, |d| d.set_rating(1)).unwrap().path, b.root.join(format!("{other}.xmp")));
     }
     assert_eq!(fs::read_to_string(&lr).unwrap(), lr_text);
 
-    // The pair (one RAW, one JPEG) shares it; a PNG beside them does not.
-    let (c, lr) = Album::with_sidecar("IMG_3.NEF", "IMG_3.xmp", &lr_text);
-    let (jpg, png) = (c.root.join("IMG_3.jpg"), c.root.join("IMG_3.png"));
-    fs::write(&jpg, bytes).unwrap();
-    fs::write(&png, bytes).unwrap();
+    // The pair (one RAW, one JPEG) shares it; a PNG beside them does not. The RAW is told by its
+    // bytes: Panasonic's `.RAW` extension is not a RAW extension, but the album pairs it.
+    let (c, lr) = folder(("IMG_3.RAW", minimal_cr2()), &[("IMG_3.JPG", jpeg(24, 16)), ("IMG_3.png", png_bytes.clone())]);
     assert_eq!(xmp::find_sidecar(&c.photo), Some(lr.clone()));
-    assert_eq!(xmp::find_sidecar(&jpg), Some(lr.clone()));
-    assert_eq!(xmp::find_sidecar(&png), None);
+    assert_eq!(xmp::find_sidecar(&c.root.join("IMG_3.JPG")), Some(lr.clone()));
+    assert_eq!(xmp::find_sidecar(&c.root.join("IMG_3.png")), None);
+
+    // An exiftool backup of the CR2 makes two RAW items: nobody owns the stem sidecar.
+    let (d, _) = folder(("IMG_4.CR2", minimal_cr2()), &[("IMG_4.CR2_original", minimal_cr2()), ("IMG_4.JPG", jpeg(24, 16))]);
+    assert_eq!(xmp::find_sidecar(&d.photo), None);
+    assert_eq!(xmp::find_sidecar(&d.root.join("IMG_4.JPG")), None);
+
+    // A phone's HEIC beside its JPEG: Keepers cannot read the HEIC, whose sidecar it may be.
+    let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".to_vec();
+    let (e, _) = folder(("IMG_5.JPG", jpeg(24, 16)), &[("IMG_5.HEIC", heic)]);
+    assert_eq!(xmp::find_sidecar(&e.photo), None);
 
     // Alone, a photo owns its stem sidecar; once a second photo of that stem appears, it no longer does.
-    let (d, lr) = Album::with_sidecar("IMG_4.jpg", "IMG_4.xmp", &lr_text);
-    assert_eq!(xmp::find_sidecar(&d.photo), Some(lr.clone()));
-    std::thread::sleep(Duration::from_millis(20));
-    fs::write(d.root.join("IMG_4.tif"), bytes).unwrap();
-    assert_eq!(xmp::find_sidecar(&d.photo), None);
+    let (f, lr) = folder(("IMG_6.jpg", jpeg(24, 16)), &[]);
+    assert_eq!(xmp::find_sidecar(&f.photo), Some(lr.clone()));
+    fs::write(f.root.join("IMG_6.tif"), &png_bytes).unwrap();
+    assert_eq!(xmp::find_sidecar(&f.photo), None);
 }
 
 /// A small real JPEG with an APP1 XMP segment right after SOI.

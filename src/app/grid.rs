@@ -132,9 +132,9 @@ pub fn cell_at(ui: &mut Ui, app: &KeepersApp, st: &AlbumState, i: usize, rect: R
                 FontId::proportional(14.0),
                 style::REJECT,
             );
-            let short: String = super::state::reason(e, &p.path).chars().take(90).collect();
+            let short: String = p.error_text(e).chars().take(90).collect();
             let galley = painter.layout(short, FontId::proportional(10.0), style::MUTED, inner.width() - 8.0);
-            painter.galley(pos2(inner.left() + 4.0, inner.center().y + 4.0), galley, style::MUTED);
+            painter.with_clip_rect(inner).galley(pos2(inner.left() + 4.0, inner.center().y + 4.0), galley, style::MUTED);
         }
         _ => {
             painter.text(inner.center(), Align2::CENTER_CENTER, "…", FontId::proportional(18.0), style::MUTED);

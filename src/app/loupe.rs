@@ -149,7 +149,7 @@ pub fn photo_view(ui: &mut Ui, app: &KeepersApp, i: usize, rect: Rect, t: &mut V
         }
         PreviewState::Failed(e) => {
             // Wrapped to the view: file errors can be long.
-            let text = format!("⚠ Cannot show {}:\n{}", p.name, super::state::reason(e, &p.path));
+            let text = format!("⚠ Cannot show {}:\n{}", p.name, p.error_text(e));
             let galley = painter.layout(text, FontId::proportional(15.0), style::REJECT, (rect.width() - 48.0).clamp(40.0, 720.0));
             painter.galley(rect.center() - galley.size() / 2.0, galley, style::REJECT);
         }

@@ -154,10 +154,16 @@ fn messages(ui: &mut Ui, app: &KeepersApp, out: &mut Vec<Command>) {
             });
         });
     }
-    if app.messages.len() > 4 {
+    // Messages about sidecars still to be written stay until they are (their Retry button).
+    let dismissable = app.messages.iter().filter(|m| !m.retry).count();
+    if app.messages.len() > 4 || dismissable >= 2 {
         ui.horizontal(|ui| {
-            ui.label(RichText::new(format!("…and {} more messages", app.messages.len() - 4)).color(style::MUTED));
-            if ui.button("Dismiss all").clicked() {
+            if app.messages.len() > 4 {
+                ui.label(RichText::new(format!("…and {} more messages", app.messages.len() - 4)).color(style::MUTED));
+            }
+            if dismissable >= 2
+                && ui.button("Dismiss all").on_hover_text("Messages about decisions not yet written to sidecars stay").clicked()
+            {
                 out.push(Command::DismissAllMessages);
             }
         });
@@ -275,7 +281,7 @@ pub fn info_panel(ui: &mut Ui, app: &KeepersApp) -> Vec<Command> {
                     });
                 }
                 ScoreState::Failed(e) => {
-                    ui.label(RichText::new(format!("Could not score: {}", super::state::reason(e, &p.path))).color(style::REJECT));
+                    ui.label(RichText::new(format!("Could not score: {}", p.error_text(e))).color(style::REJECT));
                 }
                 ScoreState::Ready(s) => match &s.quality {
                     Some(q) => {

@@ -568,3 +568,20 @@ pub fn reason<'a>(error: &'a str, path: &std::path::Path) -> &'a str {
     }
     e
 }
+
+impl Photo {
+    /// [`reason`] for an error about this photo: about its original or, for a RAW+JPEG pair,
+    /// about the JPEG whose pixels are shown and scored (then named, since the photo is named by
+    /// its RAW).
+    pub fn error_text(&self, error: &str) -> String {
+        let e = reason(error, &self.path);
+        if self.display != self.path {
+            let d = reason(e, &self.display);
+            if d.len() < e.len() {
+                let name = self.display.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                return format!("{name}: {d}");
+            }
+        }
+        e.to_string()
+    }
+}

@@ -104,7 +104,22 @@ pub fn is_image_extension(ext: &str) -> bool {
     RawKind::from_extension(ext).is_some()
         || matches!(
             ext.to_ascii_lowercase().as_str(),
-            "jpg" | "jpeg" | "jpe" | "jfif" | "png" | "tif" | "tiff" | "webp" | "gif" | "heic" | "heif" | "avif" | "bmp" | "jp2" | "jxl"
+            "jpg"
+                | "jpeg"
+                | "jpe"
+                | "jfif"
+                | "png"
+                | "tif"
+                | "tiff"
+                | "webp"
+                | "gif"
+                | "heic"
+                | "heif"
+                | "hif"
+                | "avif"
+                | "bmp"
+                | "jp2"
+                | "jxl"
         )
 }
 

@@ -39,17 +39,20 @@
 //! - `IMG_1.xmp` (`<stem>.xmp`): Lightroom Classic, Camera Raw, Bridge and Capture One, for RAW files (Adobe
 //!   tools write into JPEG, TIFF and DNG files themselves).
 //!
-//! Reading looks at `<name>.<ext>.xmp`, `<name>.<ext>.XMP`, `<stem>.xmp`, `<stem>.XMP`, in that order, and
-//! uses the first that exists. Writing merges into that same file, so a photo with only a Lightroom
-//! `<stem>.xmp` gets its decision in that file (Lightroom sees it with "Read Metadata from File") and no
-//! second sidecar appears; with no sidecar at all, `<name>.<ext>.xmp` is created. When both exist only the
-//! `<name>.<ext>.xmp` one is read and written. A RAW+JPEG pair shares the Lightroom `<stem>.xmp`.
-//! - A `<stem>.xmp` is one photo's: when other photo files in the folder share the stem (any case:
-//!   `IMG_1.jpg` beside `IMG_1.png`, or `IMG_1.CR2` beside `IMG_1.DNG`), it belongs to the RAW+JPEG
-//!   pair if the folder has exactly one RAW and one JPEG of that stem (the album's item), else to the
-//!   only RAW that is not a DNG (Adobe tools write `<stem>.xmp` for such RAWs and embed XMP in the
-//!   others), else to none of them; the other photos use `<name>.<ext>.xmp` only, so that a decision
-//!   on one never changes another ([`owns_stem_sidecar`]).
+//! Reading looks at `<name>.<ext>.xmp`, `<name>.<ext>.XMP`, then, if the photo owns it (below),
+//! `<stem>.xmp`, `<stem>.XMP`, in that order, and uses the first that exists. Writing merges into that
+//! same file, so a photo with only a Lightroom `<stem>.xmp` it owns gets its decision in that file
+//! (Lightroom sees it with "Read Metadata from File") and no second sidecar appears; otherwise
+//! `<name>.<ext>.xmp` is created. When both exist only the `<name>.<ext>.xmp` one is read and written.
+//!
+//! A `<stem>.xmp` belongs to one album item ([`owns_stem_sidecar`]). The folder's files of that stem
+//! (any case) are classified as the album scan does (format from the bytes, RAW+JPEG pairing): a
+//! single item owns it (a RAW+JPEG pair shares it); with several (`IMG_1.jpg` beside `IMG_1.png`,
+//! `IMG_1.CR2` beside `IMG_1.DNG`, an exiftool `IMG_1.CR2_original` backup) the item of the only RAW
+//! that is not a DNG owns it (Adobe tools write `<stem>.xmp` for such RAWs and embed XMP in the
+//! others), else nobody does; a photo file Keepers cannot read of that stem (a HEIC) also makes it
+//! nobody's. The others use `<name>.<ext>.xmp` only, so that a decision on one photo never changes
+//! another. A folder that cannot be listed counts as shared.
 //!
 //! Embedded XMP (a JPEG APP1 segment starting `http://ns.adobe.com/xap/1.0/\0`) is read only, when no
 //! sidecar exists. The first sidecar Keepers creates for such a JPEG starts from the embedded decision, so
@@ -87,8 +90,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_xml::Reader;
-
-use super::formats;
 use quick_xml::events::Event;
 
 pub const NS_RDF: &str = "http://www.w3.org/1999/02/22-rdf-syntax-ns#";
@@ -321,68 +322,104 @@ pub fn find_sidecar(photo: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Whether `photo` may read and write `<stem>.xmp` (see the module docs, "Sidecar names"): it is the
-/// only photo file of its stem in its folder, or one of the RAW+JPEG pair when the folder has
-/// exactly one RAW and one JPEG of that stem, or else the only non-DNG RAW of that stem. Photo files
-/// are told by extension ([`formats::is_image_extension`], unsupported formats included: a HEIC of
-/// the same stem is a photo another program may own the sidecar for); stems compare as the album's
-/// pairing does ([`crate::library::scan::stem_key`]). The folder is listed once per change of its
-/// modification time ([`same_stem_files`]).
+/// Whether `photo` may read and write `<stem>.xmp` (see the module docs, "Sidecar names"). The
+/// files of its folder with its stem ([`crate::library::scan::stem_key`]) are classified as the
+/// album scan classifies them ([`crate::library::scan::examine`], format from the bytes, then
+/// [`crate::library::scan::pair_files`]), so owners are always the files of one album item:
+/// - one item and nothing else of that stem: its files own it (a RAW+JPEG pair shares it);
+/// - otherwise the item whose original is the only non-DNG RAW among them owns it (Adobe tools
+///   write `<stem>.xmp` for such RAWs and embed XMP in the others);
+/// - otherwise nobody: several photos, or a photo file Keepers cannot read (a HEIC, whose
+///   sidecar another program may own), share the stem.
+///
+/// A folder that cannot be listed is treated as shared (nobody owns the stem sidecar): a
+/// decision then goes to `<name>.<ext>.xmp`, never to a file another photo may read.
 pub fn owns_stem_sidecar(photo: &Path) -> bool {
-    let group = same_stem_files(photo);
-    let ext = |p: &Path| p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    let photos: Vec<&PathBuf> = group.iter().filter(|p| formats::is_image_extension(&ext(p))).collect();
-    let me = photo.file_name();
-    if photos.iter().all(|p| p.file_name() == me) {
+    use crate::library::formats::{Format, RawKind};
+    use crate::library::scan;
+    let Some(group) = same_stem_files(photo) else { return false };
+    let (mut files, mut blockers) = (Vec::new(), 0usize);
+    for p in group.iter().filter(|p| p.as_path() != photo) {
+        match scan::examine(p) {
+            Ok(Some(f)) => files.push(f),
+            Ok(None) => {}
+            // A photo extension with bytes Keepers cannot read: someone else's photo.
+            Err(_) => blockers += 1,
+        }
+    }
+    match scan::examine(photo) {
+        Ok(Some(f)) => files.push(f),
+        // `photo` is not one Keepers reads (the caller still asks for its sidecar): it owns the
+        // stem sidecar only alone.
+        _ => return files.is_empty() && blockers == 0,
+    }
+    let items = scan::pair_files(files);
+    let Some(mine) = items.iter().position(|it| it.files().any(|f| f.path == photo)) else { return false };
+    if items.len() == 1 && blockers == 0 {
         return true;
     }
-    let raw = |p: &&&PathBuf| formats::RawKind::from_extension(&ext(p)).is_some();
-    let raws: Vec<&&PathBuf> = photos.iter().filter(raw).collect();
-    let jpegs: Vec<&&PathBuf> = photos.iter().filter(|p| matches!(ext(p).as_str(), "jpg" | "jpeg" | "jpe" | "jfif")).collect();
-    let is_me = |p: &&&PathBuf| p.file_name() == me;
-    if raws.len() == 1 && jpegs.len() == 1 {
-        return is_me(&raws[0]) || is_me(&jpegs[0]);
-    }
-    let proprietary: Vec<&&&PathBuf> = raws.iter().filter(|p| ext(p) != "dng").collect();
-    proprietary.len() == 1 && is_me(proprietary[0])
+    let raw_owners: Vec<usize> =
+        (0..items.len()).filter(|&k| matches!(items[k].primary.format, Format::Raw(kind) if kind != RawKind::Dng)).collect();
+    raw_owners == [mine]
 }
 
 /// Folder listings kept for [`same_stem_files`]: per folder, its modification time when listed and
-/// its files by stem key. Cleared when it holds [`LISTINGS_KEPT`] folders.
+/// its entries by stem key. Cleared when it holds [`LISTINGS_KEPT`] folders.
 type Listing = (std::time::SystemTime, std::sync::Arc<std::collections::HashMap<Vec<u8>, Vec<PathBuf>>>);
 static LISTINGS: std::sync::LazyLock<Mutex<std::collections::HashMap<PathBuf, Listing>>> = std::sync::LazyLock::new(Default::default);
 const LISTINGS_KEPT: usize = 64;
+/// A listing is kept only once its folder's modification time is this far in the past, so that a
+/// change within the file system's timestamp resolution (2 s on FAT) cannot hide behind it (Git's
+/// "racy" rule); until then the folder is listed on every call.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The files in `photo`'s folder whose stem matches its stem (photo included if it exists), from a
-/// listing of the folder reused while the folder's modification time is unchanged (adding,
-/// removing or renaming a file changes it). An unreadable folder gives just `photo`.
-fn same_stem_files(photo: &Path) -> Vec<PathBuf> {
-    use crate::library::scan::stem_key;
-    let dir = match photo.parent() {
+fn parent_dir(photo: &Path) -> PathBuf {
+    match photo.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    };
-    let Ok(mtime) = fs::metadata(&dir).and_then(|m| m.modified()) else { return vec![photo.to_path_buf()] };
+    }
+}
+
+/// The entries of `photo`'s folder whose stem key is the photo's (the photo included if it
+/// exists), from a listing reused while the folder's modification time is unchanged (adding,
+/// removing or renaming a file changes it; see [`SETTLED`]). `None` when the folder cannot be read.
+fn same_stem_files(photo: &Path) -> Option<Vec<PathBuf>> {
+    use crate::library::scan::stem_key;
+    let dir = parent_dir(photo);
+    let mtime = fs::metadata(&dir).and_then(|m| m.modified()).ok()?;
     let cached = LISTINGS.lock().unwrap_or_else(|e| e.into_inner()).get(&dir).filter(|(t, _)| *t == mtime).map(|(_, l)| l.clone());
     let listing = match cached {
         Some(l) => l,
         None => {
-            let Ok(rd) = fs::read_dir(&dir) else { return vec![photo.to_path_buf()] };
             let mut by_stem: std::collections::HashMap<Vec<u8>, Vec<PathBuf>> = Default::default();
-            for e in rd.flatten() {
-                let p = photo.with_file_name(e.file_name());
+            for e in fs::read_dir(&dir).ok()? {
+                let p = photo.with_file_name(e.ok()?.file_name());
                 by_stem.entry(stem_key(&p)).or_default().push(p);
             }
             let l = std::sync::Arc::new(by_stem);
-            let mut all = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
-            if all.len() >= LISTINGS_KEPT {
-                all.clear();
+            let settled = std::time::SystemTime::now().duration_since(mtime).is_ok_and(|age| age >= SETTLED);
+            if settled {
+                let mut all = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
+                if all.len() >= LISTINGS_KEPT {
+                    all.clear();
+                }
+                all.insert(dir, (mtime, l.clone()));
             }
-            all.insert(dir, (mtime, l.clone()));
             l
         }
     };
-    listing.get(&stem_key(photo)).cloned().unwrap_or_default()
+    Some(listing.get(&stem_key(photo)).cloned().unwrap_or_default())
+}
+
+/// After Keepers wrote a sidecar in `dir` (which adds or replaces only `.xmp` files, never a
+/// photo), a listing taken at the folder's modification time `before` still holds: it is kept
+/// under the new time instead of being taken again on the next decision.
+fn listing_survives_own_write(dir: &Path, before: Option<std::time::SystemTime>) {
+    let (Some(before), Ok(after)) = (before, fs::metadata(dir).and_then(|m| m.modified())) else { return };
+    let mut all = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(entry) = all.get_mut(dir).filter(|(t, _)| *t == before) {
+        entry.0 = after;
+    }
 }
 
 /// The sidecar a write for `photo` goes to: the existing one, else `<name>.<ext>.xmp`.
@@ -727,6 +764,8 @@ fn write_atomically(target: &Path, bytes: &[u8], stop: Option<WriteStep>) -> Res
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
+    // The folder's time before this write adds, removes or renames anything in it.
+    let before = fs::metadata(&dir).and_then(|m| m.modified()).ok();
     let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let prefix = format!(".{name}.keepers-");
     remove_stray_temps(&dir, &prefix);
@@ -753,6 +792,7 @@ fn write_atomically(target: &Path, bytes: &[u8], stop: Option<WriteStep>) -> Res
         return Ok(());
     }
     fs::rename(&temp, &real).map_err(|e| fail("rename the temporary file over the sidecar", e))?;
+    listing_survives_own_write(&dir, before);
     if stop == Some(WriteStep::Renamed) {
         return Ok(());
     }

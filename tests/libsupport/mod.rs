@@ -298,3 +298,27 @@ pub fn open_up(dir: &Path) {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// The smallest file the album reads as a Canon CR2: a TIFF with the `CR` marker and a JPEG preview.
+pub fn minimal_cr2() -> Vec<u8> {
+    let mut b = TiffBuilder::new();
+    b.header_extra = vec![b'C', b'R', 2, 0, 0, 0, 0, 0];
+    let p = b.blob(jpeg(64, 48));
+    let i = b.ifd(vec![(0x103, Val::Short(vec![6])), (0x111, Val::BlobOffset(p)), (0x117, Val::BlobLen(p))]);
+    b.chain = vec![i];
+    b.build()
+}
+
+/// The smallest file the album reads as a DNG: a TIFF with `DNGVersion` and a JPEG preview.
+pub fn minimal_dng() -> Vec<u8> {
+    let mut b = TiffBuilder::new();
+    let p = b.blob(jpeg(64, 48));
+    let i = b.ifd(vec![
+        (0x103, Val::Short(vec![7])),
+        (0x111, Val::BlobOffset(p)),
+        (0x117, Val::BlobLen(p)),
+        (0xC612, Val::Undefined(vec![1, 4, 0, 0])),
+    ]);
+    b.chain = vec![i];
+    b.build()
+}

@@ -75,20 +75,28 @@ pub fn decision_target(d: &Decision) -> Option<Target> {
     (label.is_some() || score.is_some()).then(|| Target { label, score, ..Default::default() })
 }
 
-fn build(source: String, items: Vec<(PathBuf, Option<Decision>)>, mut report: AlbumReport) -> (Dataset, AlbumReport) {
+/// One album photo: the original that names it (the RAW of a RAW+JPEG pair), the file whose
+/// pixels are read (the pair's JPEG, as the app scores it), and its decision.
+struct AlbumPhoto {
+    original: PathBuf,
+    pixels: PathBuf,
+    decision: Option<Decision>,
+}
+
+fn build(source: String, items: Vec<AlbumPhoto>, mut report: AlbumReport) -> (Dataset, AlbumReport) {
     let mut samples = Vec::new();
-    for (path, d) in items {
+    for AlbumPhoto { original, pixels, decision } in items {
         report.photos += 1;
-        match d.as_ref().and_then(decision_target) {
+        match decision.as_ref().and_then(decision_target) {
             Some(t) => {
                 report.with_decision += 1;
                 report.picks += (t.label == Some(1)) as usize;
                 report.rejects += (t.label == Some(0)) as usize;
                 report.starred += t.score.is_some() as usize;
-                let key = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                samples.push(Sample { path, key, target: t });
+                let key = original.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                samples.push(Sample { path: pixels, key, target: t });
             }
-            None => report.without_decision.push(path),
+            None => report.without_decision.push(original),
         }
     }
     let ds = Dataset {
@@ -104,7 +112,14 @@ fn build(source: String, items: Vec<(PathBuf, Option<Decision>)>, mut report: Al
 /// The decisions stored in the library database for the photos under `root`.
 pub fn from_library(lib: &Library, root: &Path) -> Result<(Dataset, AlbumReport), DataError> {
     let rows = lib.photos_under(root).map_err(|e| DataError::invalid(root, e.to_string()))?;
-    let items = rows.into_iter().map(|r| (r.record.path, r.decision.map(|d| d.decision))).collect();
+    let items = rows
+        .into_iter()
+        .map(|r| AlbumPhoto {
+            pixels: r.record.companion.clone().unwrap_or_else(|| r.record.path.clone()),
+            original: r.record.path,
+            decision: r.decision.map(|d| d.decision),
+        })
+        .collect();
     Ok(build(format!("library: {}", root.display()), items, AlbumReport::default()))
 }
 
@@ -118,19 +133,24 @@ pub fn read_xmp_decision(photo: &Path) -> Result<Option<Decision>, String> {
 
 /// The decisions in the XMP of `photos` (sidecars, then embedded XMP).
 pub fn from_xmp(photos: &[PathBuf]) -> (Dataset, AlbumReport) {
-    let mut report = AlbumReport::default();
-    let mut items = Vec::with_capacity(photos.len());
-    for p in photos {
-        let d = match read_xmp_decision(p) {
+    from_xmp_pairs(photos.iter().map(|p| (p.clone(), p.clone())).collect(), AlbumReport::default())
+}
+
+/// `(original, pixels)` per photo: the decision is read from the original's XMP.
+fn from_xmp_pairs(photos: Vec<(PathBuf, PathBuf)>, mut report: AlbumReport) -> (Dataset, AlbumReport) {
+    let n = photos.len();
+    let mut items = Vec::with_capacity(n);
+    for (original, pixels) in photos {
+        let decision = match read_xmp_decision(&original) {
             Ok(d) => d,
             Err(why) => {
-                report.unreadable.push((p.clone(), why));
+                report.unreadable.push((original.clone(), why));
                 None
             }
         };
-        items.push((p.clone(), d));
+        items.push(AlbumPhoto { original, pixels, decision });
     }
-    build(format!("xmp: {} photos", photos.len()), items, report)
+    build(format!("xmp: {n} photos"), items, report)
 }
 
 /// The decisions in the XMP of the photos in `dir` (recursively).
@@ -139,12 +159,12 @@ pub fn from_xmp_dir(dir: &Path) -> Result<(Dataset, AlbumReport), DataError> {
         return Err(DataError::Io { path: dir.to_owned(), source });
     }
     // One sample per album item, named by its original (the RAW of a RAW+JPEG pair) as the
-    // library names it, with the decision read from it as the app reads it.
+    // library names it, with the decision read from it as the app reads it, and the pixels of the
+    // file the app scores (the pair's JPEG).
     let (items, issues, _) = crate::library::scan::scan_all(dir);
-    let photos: Vec<PathBuf> = items.into_iter().map(|i| i.primary.path).collect();
-    let (ds, mut report) = from_xmp(&photos);
-    report.unreadable.extend(issues.into_iter().map(|i| (i.path.clone(), i.reason())));
-    Ok((ds, report))
+    let photos = items.iter().map(|i| (i.primary.path.clone(), i.display().path.clone())).collect();
+    let report = AlbumReport { unreadable: issues.into_iter().map(|i| (i.path.clone(), i.reason())).collect(), ..Default::default() };
+    Ok(from_xmp_pairs(photos, report))
 }
 
 /// Bins of an album's star distribution (1..5 stars).
