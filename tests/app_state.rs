@@ -281,13 +281,7 @@ fn errors_are_shown_without_the_path_in_front() {
     assert_eq!(reason("/album/day 1/IMG_2.jpg: z", p), "/album/day 1/IMG_2.jpg: z");
     // A RAW+JPEG pair is named by its RAW; an error about the JPEG (the file shown and scored)
     // keeps the JPEG's name, not its folder.
-    let pair = Photo::new(
-        7,
-        PathBuf::from("/album/IMG_1.CR2"),
-        Some(PathBuf::from("/album/IMG_1.JPG")),
-        None,
-        Decision::default(),
-    );
+    let pair = Photo::new(7, PathBuf::from("/album/IMG_1.CR2"), Some(PathBuf::from("/album/IMG_1.JPG")), None, Decision::default());
     assert_eq!(pair.error_text("/album/IMG_1.JPG: damaged or truncated file: x"), "IMG_1.JPG: damaged or truncated file: x");
     assert_eq!(pair.error_text("/album/IMG_1.CR2: no preview"), "no preview");
 }

@@ -477,8 +477,10 @@ fn a_stem_sidecar_belongs_to_one_album_item() {
     let (e, _) = folder(("IMG_5.JPG", jpeg(24, 16)), &[("IMG_5.HEIC", heic)]);
     assert_eq!(xmp::find_sidecar(&e.photo), None);
 
-    // Alone, a photo owns its stem sidecar; once a second photo of that stem appears, it no longer does.
+    // Alone, a photo owns its stem sidecar (a folder of that name beside it changes nothing); once a
+    // second photo of that stem appears, it no longer does.
     let (f, lr) = folder(("IMG_6.jpg", jpeg(24, 16)), &[]);
+    fs::create_dir(f.root.join("IMG_6")).unwrap();
     assert_eq!(xmp::find_sidecar(&f.photo), Some(lr.clone()));
     fs::write(f.root.join("IMG_6.tif"), &png_bytes).unwrap();
     assert_eq!(xmp::find_sidecar(&f.photo), None);

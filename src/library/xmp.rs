@@ -339,7 +339,8 @@ pub fn owns_stem_sidecar(photo: &Path) -> bool {
     use crate::library::scan;
     let Some(group) = same_stem_files(photo) else { return false };
     let (mut files, mut blockers) = (Vec::new(), 0usize);
-    for p in group.iter().filter(|p| p.as_path() != photo) {
+    // Folders of the same name (a `IMG_1/` beside `IMG_1.jpg`) are no one's photo.
+    for p in group.iter().filter(|p| p.as_path() != photo && !p.is_dir()) {
         match scan::examine(p) {
             Ok(Some(f)) => files.push(f),
             Ok(None) => {}
