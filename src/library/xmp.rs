@@ -374,8 +374,9 @@ const LISTINGS_KEPT: usize = 64;
 /// "racy" rule); until then the folder is listed on every call.
 const SETTLED: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn parent_dir(photo: &Path) -> PathBuf {
-    match photo.parent() {
+/// The folder `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     }
@@ -761,10 +762,7 @@ fn write_atomically(target: &Path, bytes: &[u8], stop: Option<WriteStep>) -> Res
         }
         Err(_) => None,
     };
-    let dir = match real.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(&real);
     // The folder's time before this write adds, removes or renames anything in it.
     let before = fs::metadata(&dir).and_then(|m| m.modified()).ok();
     let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

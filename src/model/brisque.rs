@@ -269,7 +269,7 @@ pub fn scale_features(g: &Plane) -> [f64; 18] {
     let fit = aggd_fit(&m.data);
     out[0] = fit.alpha;
     out[1] = (fit.sigma_left * fit.sigma_left + fit.sigma_right * fit.sigma_right) / 2.0;
-    // The products are summed as they are made (the order [`pair_products`] stores them in), so
+    // The products are summed as they are made, in row-major order ([`pair_product`]), so
     // that no product field is held: 8 bytes per pixel and direction less.
     for k in 0..4 {
         let f = aggd_fit_iter(pair_product(&m, k));
@@ -402,15 +402,9 @@ pub fn mscn(g: &Plane) -> Plane {
     Plane { width: w, height: h, data: out }
 }
 
-/// The four products of neighbouring MSCN values (paper eq. 7-10), each row-major:
-/// horizontal `m(y, x) m(y, x+1)`, vertical `m(y, x) m(y+1, x)`, main diagonal
-/// `m(y, x) m(y+1, x+1)`, secondary diagonal `m(y+1, x) m(y, x+1)`.
-pub fn pair_products(m: &Plane) -> [Vec<f64>; 4] {
-    std::array::from_fn(|k| pair_product(m, k).collect())
-}
-
-/// Product field `k` of [`pair_products`] (0 horizontal, 1 vertical, 2 main and 3 secondary
-/// diagonal), row-major, computed as it is read.
+/// Product field `k` of neighbouring MSCN values (paper eq. 7-10), row-major, computed as it is
+/// read: 0 horizontal `m(y, x) m(y, x+1)`, 1 vertical `m(y, x) m(y+1, x)`, 2 main diagonal
+/// `m(y, x) m(y+1, x+1)`, 3 secondary diagonal `m(y+1, x) m(y, x+1)`.
 pub fn pair_product(m: &Plane, k: usize) -> impl Iterator<Item = f64> + '_ {
     let (w, h, d) = (m.width, m.height, &m.data);
     // (rows, cols) of the field, and the offsets (dy, dx) of the two factors.

@@ -131,12 +131,8 @@ pub fn read_xmp_decision(photo: &Path) -> Result<Option<Decision>, String> {
     xmp::read_embedded_decision(photo).map_err(|e| e.to_string())
 }
 
-/// The decisions in the XMP of `photos` (sidecars, then embedded XMP).
-pub fn from_xmp(photos: &[PathBuf]) -> (Dataset, AlbumReport) {
-    from_xmp_pairs(photos.iter().map(|p| (p.clone(), p.clone())).collect(), AlbumReport::default())
-}
-
-/// `(original, pixels)` per photo: the decision is read from the original's XMP.
+/// The decisions in the XMP (sidecars, then embedded XMP) of `(original, pixels)` photos: the
+/// decision is read from the original's XMP, the pixels from the other file.
 fn from_xmp_pairs(photos: Vec<(PathBuf, PathBuf)>, mut report: AlbumReport) -> (Dataset, AlbumReport) {
     let n = photos.len();
     let mut items = Vec::with_capacity(n);
